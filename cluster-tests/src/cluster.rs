@@ -1,0 +1,232 @@
+//! A cluster of real processes: N nodes and M routers on one store, with
+//! static routing or SWIM gossip, and optionally the Redis fallback bus.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::process::{Process, Role};
+use crate::store::TestStore;
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Number of routers.
+    pub routers: usize,
+    /// SWIM gossip (else routers get a static node list).
+    pub gossip: bool,
+    /// Redis fallback bus with this channel prefix.
+    pub redis_prefix: Option<String>,
+    /// Extra environment for every node.
+    pub node_env: BTreeMap<String, String>,
+    /// Extra environment for every router.
+    pub router_env: BTreeMap<String, String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 1,
+            routers: 1,
+            gossip: false,
+            redis_prefix: None,
+            node_env: BTreeMap::new(),
+            router_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// Running processes and their store.
+pub struct Cluster {
+    /// Nodes, `node-1`...
+    pub nodes: Vec<Process>,
+    /// Routers, `router-1`...
+    pub routers: Vec<Process>,
+    /// Options it was started with.
+    pub options: Options,
+    next_node: usize,
+    seed: Option<String>,
+    /// The store (kept last: dropped after the processes).
+    pub store: TestStore,
+}
+
+fn env(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+impl Cluster {
+    /// Starts nodes, then routers, and waits until every router is ready.
+    pub async fn start(store: TestStore, options: Options) -> Self {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            routers: Vec::new(),
+            options: options.clone(),
+            next_node: 1,
+            seed: None,
+            store,
+        };
+        for _ in 0..options.nodes {
+            cluster.add_node();
+        }
+        for i in 1..=options.routers {
+            cluster.add_router(i);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    fn bus_env(&self, env: &mut BTreeMap<String, String>) {
+        if let Some(prefix) = &self.options.redis_prefix {
+            env.insert("TURBOCHAT_BUS__REDIS_URL".into(), redis_url());
+            env.insert("TURBOCHAT_BUS__CHANNEL_PREFIX".into(), prefix.clone());
+        }
+    }
+
+    /// Starts one more node (`node-{n}`); with gossip it joins through the
+    /// first node. Returns its index in `nodes`.
+    pub fn add_node(&mut self) -> usize {
+        let id = format!("node-{}", self.next_node);
+        self.next_node += 1;
+        let mut node_env = env(&[
+            ("TURBOCHAT_NODE__ID", id.clone()),
+            ("TURBOCHAT_NODE__GRPC_LISTEN", "127.0.0.1:0".into()),
+            ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
+            ("TURBOCHAT_STORE__URL", self.store.url.clone()),
+        ]);
+        if self.options.gossip {
+            node_env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
+            node_env.insert(
+                "TURBOCHAT_CLUSTER__GOSSIP_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            );
+            if let Some(seed) = &self.seed {
+                node_env.insert("TURBOCHAT_CLUSTER__SEEDS".into(), format!("[\"{seed}\"]"));
+            }
+        }
+        self.bus_env(&mut node_env);
+        node_env.extend(self.options.node_env.clone());
+        let mut node = Process::start(Role::Node, &id, node_env, self.store.dir.path());
+        // Pin the ports so a restart comes back where routers expect it.
+        node.pin("TURBOCHAT_NODE__GRPC_LISTEN", node.addr("grpc"));
+        node.pin("TURBOCHAT_NODE__HTTP_LISTEN", node.addr("http"));
+        if self.options.gossip {
+            let gossip = node.addr("gossip");
+            node.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", gossip.clone());
+            self.seed.get_or_insert(gossip);
+        }
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn add_router(&mut self, index: usize) {
+        self.add_router_with(index, BTreeMap::new());
+    }
+
+    /// Starts router `router-{index}` with extra environment (e.g. a node
+    /// list that goes through a proxy). Returns its index in `routers`.
+    pub fn add_router_with(&mut self, index: usize, extra: BTreeMap<String, String>) -> usize {
+        let id = format!("router-{index}");
+        let mut router_env = env(&[
+            ("TURBOCHAT_ROUTER__ID", id.clone()),
+            ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
+        ]);
+        if self.options.gossip {
+            router_env.insert("TURBOCHAT_ROUTER__NODES".into(), "[]".into());
+            router_env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
+            router_env.insert(
+                "TURBOCHAT_CLUSTER__GOSSIP_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            );
+            let seed = self.seed.clone().expect("a node starts first");
+            router_env.insert("TURBOCHAT_CLUSTER__SEEDS".into(), format!("[\"{seed}\"]"));
+        } else {
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("{{id=\"{}\",grpc=\"http://{}\"}}", n.id, n.addr("grpc")))
+                .collect();
+            router_env.insert(
+                "TURBOCHAT_ROUTER__NODES".into(),
+                format!("[{}]", nodes.join(",")),
+            );
+        }
+        self.bus_env(&mut router_env);
+        router_env.extend(self.options.router_env.clone());
+        router_env.extend(extra);
+        let mut router = Process::start(Role::Router, &id, router_env, self.store.dir.path());
+        router.pin("TURBOCHAT_ROUTER__LISTEN", router.addr("http"));
+        if self.options.gossip {
+            router.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", router.addr("gossip"));
+        }
+        self.routers.push(router);
+        self.routers.len() - 1
+    }
+
+    /// `http://host:port` of router `i`.
+    pub fn router_url(&self, i: usize) -> String {
+        format!("http://{}", self.routers[i].addr("http"))
+    }
+
+    /// Waits until every router answers `/readyz` with 200 and (with
+    /// gossip) sees every node on its ring.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        for i in 0..self.routers.len() {
+            let url = self.router_url(i);
+            let expected = self.nodes.len();
+            let gossip = self.options.gossip;
+            crate::eventually(&format!("{url} ready"), Duration::from_secs(30), || {
+                let http = http.clone();
+                let url = url.clone();
+                async move {
+                    let ready = http.get(format!("{url}/readyz")).send().await.ok()?;
+                    if !ready.status().is_success() {
+                        return None;
+                    }
+                    if gossip {
+                        let cluster: serde_json::Value = http
+                            .get(format!("{url}/cluster"))
+                            .send()
+                            .await
+                            .ok()?
+                            .json()
+                            .await
+                            .ok()?;
+                        let ring = cluster["ring"].as_array()?.len();
+                        (ring == expected).then_some(())
+                    } else {
+                        Some(())
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The ring as router `i` sees it (node ids).
+    pub async fn ring(&self, i: usize) -> Vec<String> {
+        let cluster: serde_json::Value = reqwest::get(format!("{}/cluster", self.router_url(i)))
+            .await
+            .expect("cluster endpoint")
+            .json()
+            .await
+            .expect("cluster json");
+        cluster["ring"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("TURBOCHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}

@@ -1,0 +1,40 @@
+//! Test harness for turbochat: real `turbochat-node` and `turbochat-router`
+//! processes on loopback, on a real store, driven the way clients drive them.
+//!
+//! - [`bins`]: finds (building once if needed) the binaries.
+//! - [`process`]: one child process: start on port 0, read its ready line,
+//!   kill -9 / SIGTERM / SIGSTOP / restart on the same ports.
+//! - [`store`]: a fresh SQLite file or PostgreSQL database per test.
+//! - [`cluster`]: N nodes + M routers, static or gossip, optional Redis bus.
+//! - [`client`]: a WebSocket client and the HTTP API.
+//! - [`tokens`]: dev JWTs, good and deliberately bad.
+
+pub mod bins;
+pub mod client;
+pub mod cluster;
+pub mod process;
+pub mod proxy;
+pub mod store;
+pub mod tokens;
+pub mod workload;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or fails after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

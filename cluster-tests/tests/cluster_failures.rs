@@ -1,0 +1,148 @@
+//! Cluster scenarios under steady traffic: 3 nodes + 2 routers with SWIM
+//! gossip on PostgreSQL; clients spread over both routers. Each scenario
+//! prints its figures and checks, from the clients' side, that every acked
+//! message is stored exactly once and every receiver got every message of
+//! its conversation in seq order, with no gap and no duplicate after dedupe.
+
+use std::time::{Duration, Instant};
+
+use harness::cluster::{Cluster, Options};
+use harness::store::TestStore;
+use harness::workload::{Figures, Shape, Traffic};
+
+/// Scenarios run one at a time: each is 5 processes and 24 clients, and
+/// their timings mean little when they share 2 cores with each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The gossip defaults: probe 500 ms, suspect 2 s.
+const DETECTION: Duration = Duration::from_millis(3000);
+
+async fn cluster(nodes: usize) -> Cluster {
+    let options = Options {
+        nodes,
+        routers: 2,
+        gossip: true,
+        ..Options::default()
+    };
+    Cluster::start(TestStore::postgres().await, options).await
+}
+
+fn routers(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.routers.len())
+        .map(|i| cluster.router_url(i))
+        .collect()
+}
+
+fn report(scenario: &str, figures: &Figures, extra: &str) {
+    println!("[{scenario}] {figures} {extra}");
+    assert_eq!(figures.lost, 0, "{scenario}: lost messages");
+    assert_eq!(
+        figures.acked, figures.sent,
+        "{scenario}: every sent message acked"
+    );
+    assert_eq!(
+        figures.stored, figures.acked,
+        "{scenario}: stored exactly once"
+    );
+    assert_eq!(
+        figures.delivered, figures.stored,
+        "{scenario}: delivered all"
+    );
+}
+
+/// Waits until both routers' rings have `expected` nodes; returns how long.
+async fn ring_becomes(cluster: &Cluster, expected: usize, deadline: Duration) -> Duration {
+    let started = Instant::now();
+    for i in 0..cluster.routers.len() {
+        harness::eventually("ring change", deadline, || async {
+            (cluster.ring(i).await.len() == expected).then_some(())
+        })
+        .await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = cluster(3).await;
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+
+    cluster.nodes[1].kill9();
+    let detected = ring_becomes(&cluster, 2, DETECTION * 3).await;
+    let resumed = Instant::now();
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "kill -9",
+        &figures,
+        &format!("detected-down-after {detected:?} (configured ~{DETECTION:?}) sends-resumed-within {:?}", resumed.elapsed()),
+    );
+    assert!(
+        detected <= DETECTION * 2,
+        "failure detection took {detected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_past_the_suspicion_timeout() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = cluster(3).await;
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+
+    cluster.nodes[1].freeze();
+    let detected = ring_becomes(&cluster, 2, DETECTION * 3).await;
+    traffic.wait_for_acks(50, Duration::from_secs(20)).await;
+    // The zombie wakes up believing it still owns its conversations.
+    cluster.nodes[1].thaw();
+    let rejoined = ring_becomes(&cluster, 3, Duration::from_secs(20)).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "SIGSTOP zombie",
+        &figures,
+        &format!("detected-down-after {detected:?} rejoined-after {rejoined:?}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_then_one_removed_gracefully() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = cluster(3).await;
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+
+    let added = Instant::now();
+    cluster.add_node();
+    let joined = ring_becomes(&cluster, 4, Duration::from_secs(20)).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let shares: serde_json::Value = reqwest::get(format!("{}/cluster", cluster.router_url(0)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = cluster.nodes[0].terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "graceful leave exits cleanly");
+    let left = ring_becomes(&cluster, 3, Duration::from_secs(20)).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "add then graceful remove",
+        &figures,
+        &format!(
+            "joined-after {joined:?} (since start {:?}) left-after {left:?}",
+            added.elapsed()
+        ),
+    );
+    for member in shares["members"].as_array().unwrap() {
+        if let Some(share) = member["ring_share"].as_f64() {
+            assert!(
+                (0.15..0.35).contains(&share),
+                "4 nodes share the ring: {shares}"
+            );
+        }
+    }
+}

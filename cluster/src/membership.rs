@@ -1,0 +1,541 @@
+//! SWIM membership over UDP with `foca`.
+//!
+//! Every node and router is a member. A member's identity carries what
+//! others need to route to it: role, id, gossip address, gRPC and HTTP
+//! addresses, and its state (joining, active, leaving). A state change is an
+//! identity change with a higher generation, which the cluster learns as a
+//! rename of the same gossip address.
+//!
+//! The [`Membership`] task owns foca, the socket and the timers, and
+//! publishes a [`ClusterView`] (every member believed alive) on a `watch`
+//! channel whenever it changes. Seeds are known as down placeholders, and
+//! foca periodically announces to down members, so a node that was cut off
+//! (partition, SIGSTOP) finds its way back once the network heals.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{Config as FocaConfig, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use crate::ring::{NodeInfo, Ring};
+
+/// What a member does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Owns conversations.
+    Node,
+    /// Terminates clients; owns nothing.
+    Router,
+}
+
+/// Where a member is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Up, not yet taking conversations.
+    Joining,
+    /// On the ring (nodes) / serving (routers).
+    Active,
+    /// Draining: off the ring, finishing in-flight work.
+    Leaving,
+}
+
+/// A member's identity as gossiped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Stable id (`node.id` / `router.id`); empty for a seed placeholder.
+    pub id: String,
+    /// Node or router.
+    pub role: Role,
+    /// UDP gossip address (the identity's address).
+    pub gossip: SocketAddr,
+    /// gRPC link URL (nodes).
+    pub grpc: Option<String>,
+    /// HTTP address.
+    pub http: Option<String>,
+    /// Lifecycle state.
+    pub state: MemberState,
+    /// Higher wins among identities with the same gossip address.
+    pub generation: u64,
+}
+
+impl Member {
+    fn placeholder(gossip: SocketAddr) -> Self {
+        Member {
+            id: String::new(),
+            role: Role::Router,
+            gossip,
+            grpc: None,
+            http: None,
+            state: MemberState::Joining,
+            generation: 0,
+        }
+    }
+
+    fn is_placeholder(&self) -> bool {
+        self.generation == 0
+    }
+
+    fn with_state(&self, state: MemberState) -> Self {
+        Member {
+            state,
+            generation: self.generation + 1,
+            ..self.clone()
+        }
+    }
+}
+
+impl Identity for Member {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        // Declared down (e.g. frozen past the suspicion timeout): come back
+        // as a newer identity rather than stay out forever.
+        Some(Member {
+            generation: self.generation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// `[cluster]` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GossipConfig {
+    /// UDP address to bind. Port 0 picks one (then it is also advertised).
+    #[serde(default = "default_listen")]
+    pub gossip_listen: SocketAddr,
+    /// Address others should send gossip to, when it differs from the bound
+    /// one (NAT, a proxy in tests). Default: the bound address.
+    #[serde(default)]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Gossip addresses of members to join through.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// How often a random member is probed.
+    #[serde(default = "default_probe_period", with = "humantime_serde")]
+    pub probe_period: Duration,
+    /// How long a probe waits for an answer before asking others.
+    #[serde(default = "default_probe_rtt", with = "humantime_serde")]
+    pub probe_rtt: Duration,
+    /// How long a suspected member has to refute before it is declared down.
+    #[serde(default = "default_suspect", with = "humantime_serde")]
+    pub suspect_to_down: Duration,
+    /// Expected cluster size (tunes gossip fan-out).
+    #[serde(default = "default_size")]
+    pub cluster_size_hint: u32,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            gossip_listen: default_listen(),
+            gossip_advertise: None,
+            seeds: Vec::new(),
+            probe_period: default_probe_period(),
+            probe_rtt: default_probe_rtt(),
+            suspect_to_down: default_suspect(),
+            cluster_size_hint: default_size(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7200".parse().expect("static address")
+}
+fn default_probe_period() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_probe_rtt() -> Duration {
+    Duration::from_millis(150)
+}
+fn default_suspect() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_size() -> u32 {
+    8
+}
+
+impl GossipConfig {
+    /// The worst-case time for the cluster to declare a dead member down.
+    pub fn failure_detection_time(&self) -> Duration {
+        self.probe_period * 2 + self.suspect_to_down
+    }
+
+    fn foca(&self) -> FocaConfig {
+        let mut config = FocaConfig::new_lan(
+            NonZeroU32::new(self.cluster_size_hint.max(1)).unwrap_or(NonZeroU32::MIN),
+        );
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.suspect_to_down_after = self.suspect_to_down;
+        config.remove_down_after = Duration::from_secs(3600).into();
+        config.notify_down_members = true;
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(2),
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        });
+        config.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(200),
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        });
+        config
+    }
+}
+
+/// `[cluster]` as both binaries read it: gossip on or off, and its settings.
+/// Off (the default) means static membership from configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterSection {
+    /// Join the SWIM cluster.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Gossip settings.
+    #[serde(flatten)]
+    pub gossip: GossipConfig,
+}
+
+/// Keeps `ring` equal to the active nodes of the membership view, logging
+/// and counting every change, until `shutdown`.
+pub async fn feed_ring(
+    mut view: watch::Receiver<ClusterView>,
+    ring: crate::RingView,
+    vnodes: usize,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = view.borrow_and_update().ring(vnodes);
+        let current = ring.current();
+        if next.nodes() != current.nodes() {
+            let ids: Vec<&str> = next.nodes().iter().map(|n| n.id.as_str()).collect();
+            tracing::info!(nodes = ?ids, "ring changed");
+            metrics::counter!("turbochat_ring_changes_total").increment(1);
+            metrics::gauge!("turbochat_ring_nodes").set(next.nodes().len() as f64);
+            ring.publish(next);
+        }
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Every member believed alive, ourselves included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Ourselves as last announced.
+    pub me: Member,
+    /// How many times the cluster declared us down. When it grows, our
+    /// hot state may be stale: others owned our conversations meanwhile.
+    pub times_declared_down: u64,
+    /// Alive members by id (ourselves included).
+    pub members: BTreeMap<String, Member>,
+}
+
+impl ClusterView {
+    /// The ring over the active nodes.
+    pub fn ring(&self, vnodes: usize) -> Ring {
+        Ring::new(
+            self.members
+                .values()
+                .filter(|m| m.role == Role::Node && m.state == MemberState::Active)
+                .filter_map(|m| {
+                    Some(NodeInfo {
+                        id: m.id.clone(),
+                        grpc: m.grpc.clone()?,
+                    })
+                }),
+            vnodes,
+        )
+    }
+}
+
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind gossip socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The membership task is gone.
+    #[error("membership task stopped")]
+    Stopped,
+}
+
+enum Request {
+    SetState(MemberState, oneshot::Sender<()>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// Handle on the membership task.
+#[derive(Clone)]
+pub struct Membership {
+    view: watch::Receiver<ClusterView>,
+    requests: mpsc::Sender<Request>,
+    gossip: SocketAddr,
+}
+
+impl Membership {
+    /// Binds the gossip socket, joins through the seeds, and starts the task.
+    /// `me.gossip` is replaced by the bound address.
+    pub async fn start(
+        mut me: Member,
+        config: GossipConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MembershipError> {
+        let socket = UdpSocket::bind(config.gossip_listen)
+            .await
+            .map_err(|source| MembershipError::Bind {
+                addr: config.gossip_listen,
+                source,
+            })?;
+        let bound = socket
+            .local_addr()
+            .map_err(|source| MembershipError::Bind {
+                addr: config.gossip_listen,
+                source,
+            })?;
+        me.gossip = config.gossip_advertise.unwrap_or(bound);
+        if me.generation == 0 {
+            me.generation = start_generation();
+        }
+        let mut members = BTreeMap::new();
+        members.insert(me.id.clone(), me.clone());
+        let (view_tx, view) = watch::channel(ClusterView {
+            me: me.clone(),
+            times_declared_down: 0,
+            members,
+        });
+        let (requests, requests_rx) = mpsc::channel(16);
+        let seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != bound)
+            .collect();
+        let task = Task {
+            foca: Foca::new(
+                me,
+                config.foca(),
+                StdRng::seed_from_u64(start_generation() ^ u64::from(bound.port())),
+                PostcardCodec,
+            ),
+            socket,
+            timers: DelayQueue::new(),
+            runtime: foca::AccumulatingRuntime::new(),
+            view: view_tx,
+            max_packet: config.foca().max_packet_size.get(),
+            times_declared_down: 0,
+        };
+        tokio::spawn(task.run(seeds, requests_rx, shutdown));
+        Ok(Membership {
+            view,
+            requests,
+            gossip: bound,
+        })
+    }
+
+    /// The bound gossip address (not the advertised one).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip
+    }
+
+    /// The current view.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// Announces a new state (e.g. `Leaving` on SIGTERM).
+    pub async fn set_state(&self, state: MemberState) -> Result<(), MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::SetState(state, tx))
+            .await
+            .map_err(|_| MembershipError::Stopped)?;
+        rx.await.map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Tells the cluster we are gone (last step of a graceful exit).
+    pub async fn leave(&self) -> Result<(), MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Leave(tx))
+            .await
+            .map_err(|_| MembershipError::Stopped)?;
+        rx.await.map_err(|_| MembershipError::Stopped)
+    }
+}
+
+fn start_generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
+struct Task {
+    foca: Foca<Member, PostcardCodec, StdRng, foca::NoCustomBroadcast>,
+    socket: UdpSocket,
+    timers: DelayQueue<Timer<Member>>,
+    runtime: foca::AccumulatingRuntime<Member>,
+    view: watch::Sender<ClusterView>,
+    max_packet: usize,
+    times_declared_down: u64,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        seeds: Vec<SocketAddr>,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: CancellationToken,
+    ) {
+        let placeholders = seeds
+            .iter()
+            .map(|s| foca::Member::down(Member::placeholder(*s)));
+        if let Err(err) = self.foca.apply_many(placeholders, false, &mut self.runtime) {
+            tracing::warn!(?err, "cannot add seeds");
+        }
+        for seed in &seeds {
+            let _ = self
+                .foca
+                .announce(Member::placeholder(*seed), &mut self.runtime);
+        }
+        self.flush().await;
+        let mut buf = vec![0u8; self.max_packet.max(1500)];
+        // Until someone answers (a seed may start after us), keep announcing.
+        let mut lonely = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = lonely.tick(), if !seeds.is_empty() && self.foca.num_members() == 0 => {
+                    for seed in &seeds {
+                        let _ = self.foca.announce(Member::placeholder(*seed), &mut self.runtime);
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((len, _from)) = received {
+                        if let Err(err) = self.foca.handle_data(&buf[..len], &mut self.runtime) {
+                            tracing::debug!(?err, "bad gossip packet");
+                        }
+                    }
+                }
+                Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
+                    if let Err(err) = self.foca.handle_timer(expired.into_inner(), &mut self.runtime) {
+                        tracing::debug!(?err, "timer error");
+                    }
+                }
+                request = requests.recv() => match request {
+                    Some(Request::SetState(state, done)) => {
+                        let next = self.foca.identity().with_state(state);
+                        if let Err(err) = self.foca.change_identity(next, &mut self.runtime) {
+                            tracing::warn!(?err, "cannot change identity");
+                        }
+                        self.publish();
+                        let _ = done.send(());
+                    }
+                    Some(Request::Leave(done)) => {
+                        let _ = self.foca.leave_cluster(&mut self.runtime);
+                        self.flush().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = shutdown.cancelled() => {
+                    let _ = self.foca.leave_cluster(&mut self.runtime);
+                    self.flush().await;
+                    return;
+                }
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Sends queued packets, schedules timers, applies notifications.
+    async fn flush(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let _ = self.socket.send_to(&data, to.gossip).await;
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timers.insert(timer, after);
+        }
+        let mut changed = false;
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(m) if !m.is_placeholder() => {
+                    tracing::info!(member = %m.id, role = ?m.role, state = ?m.state, "member up");
+                    changed = true;
+                }
+                OwnedNotification::MemberDown(m) if !m.is_placeholder() => {
+                    tracing::warn!(member = %m.id, role = ?m.role, "member down");
+                    metrics::counter!("turbochat_members_down_total").increment(1);
+                    changed = true;
+                }
+                OwnedNotification::Rename(old, new) => {
+                    tracing::info!(member = %new.id, from = ?old.state, to = ?new.state, "member changed");
+                    changed = true;
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("declared down by the cluster; rejoining");
+                    self.times_declared_down += 1;
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let me = self.foca.identity().clone();
+        let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        for member in self.foca.iter_members().map(|m| m.id()) {
+            if member.is_placeholder() {
+                continue;
+            }
+            // Two identities of one id (a restart on a new port): keep the newest.
+            match members.get(&member.id) {
+                Some(known) if known.generation >= member.generation => {}
+                _ => {
+                    members.insert(member.id.clone(), member.clone());
+                }
+            }
+        }
+        members.insert(me.id.clone(), me.clone());
+        metrics::gauge!("turbochat_members").set(members.len() as f64);
+        self.view.send_replace(ClusterView {
+            me,
+            times_declared_down: self.times_declared_down,
+            members,
+        });
+    }
+}

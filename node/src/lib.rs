@@ -1,0 +1,295 @@
+//! `turbochat-node`: owns the conversations the ring places on it.
+//!
+//! Data path: a router's frame arrives on the [`link`] stream → an owner
+//! [`owner::Command`] → the conversation's [`owner`] task (single writer:
+//! seq, participants, subscribers) → the store's group-commit writer → ack
+//! and fan-out back over each subscribed router's link.
+
+pub mod bus;
+pub mod config;
+pub mod homes;
+pub mod link;
+pub mod owner;
+pub mod ownership;
+pub mod router_link;
+pub mod user_events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use std::future::IntoFuture;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use turbochat_cluster::{feed_ring, Member, MemberState, Membership, Ring, RingView, Role};
+use turbochat_protocol::link::link_server::LinkServer;
+use turbochat_service::ops::Readiness;
+use turbochat_store::{Store, StoreError, Writer};
+
+use crate::config::Config;
+use crate::link::LinkService;
+use crate::owner::Owners;
+use crate::ownership::Ownership;
+
+/// Why the node could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A server failed while running.
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// Where a started node listens.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listening {
+    /// Node id.
+    pub id: String,
+    /// gRPC link address.
+    pub grpc: SocketAddr,
+    /// Operator HTTP address.
+    pub http: SocketAddr,
+    /// Gossip address, when gossip is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<SocketAddr>,
+}
+
+/// Runs a node until `signal` is cancelled, then leaves gracefully: with
+/// gossip it announces `leaving` (it drops off every ring, routers move
+/// their sessions away, owners release their conversations) and waits for
+/// its owners to finish, up to `node.drain_timeout`; then links close, the
+/// writer commits what it holds, and the node leaves the cluster.
+/// `on_ready` is called once the listeners are bound.
+pub async fn run(
+    config: Config,
+    signal: CancellationToken,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    on_ready: impl FnOnce(&Listening),
+) -> Result<(), NodeError> {
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let store: Arc<dyn Store> =
+        turbochat_store::open(&config.store.url, config.store.max_connections).await?;
+    tracing::info!(store = %redact_url(&config.store.url), "store open and migrated");
+
+    // The writer outlives the owners so their last batches can commit.
+    let writer_shutdown = CancellationToken::new();
+    let (writer, writer_task) = Writer::spawn(
+        store.clone(),
+        config.store.writer.clone(),
+        writer_shutdown.clone(),
+    );
+    let owners = Owners::new(
+        store.clone(),
+        writer,
+        config.owner.clone(),
+        shutdown.clone(),
+    );
+
+    let grpc_listener = bind(config.node.grpc_listen).await?;
+    let http_listener = bind(config.node.http_listen).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| NodeError::Serve(e.to_string()))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| NodeError::Serve(e.to_string()))?;
+
+    let ring = RingView::new(Ring::empty());
+    let (ownership, membership) = if config.cluster.enabled {
+        let me = Member {
+            id: config.node.id.clone(),
+            role: Role::Node,
+            gossip: config.cluster.gossip.gossip_listen,
+            grpc: Some(
+                config
+                    .node
+                    .grpc_advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{grpc_addr}")),
+            ),
+            http: Some(http_addr.to_string()),
+            state: MemberState::Active,
+            generation: 0,
+        };
+        let membership = Membership::start(me, config.cluster.gossip.clone(), shutdown.clone())
+            .await
+            .map_err(|e| NodeError::Serve(e.to_string()))?;
+        tokio::spawn(feed_ring(
+            membership.subscribe(),
+            ring.clone(),
+            config.node.vnodes,
+            shutdown.clone(),
+        ));
+        tokio::spawn(release_on_change(
+            membership.subscribe(),
+            ring.clone(),
+            owners.clone(),
+            Ownership::by_ring(config.node.id.clone(), ring.clone()),
+            shutdown.clone(),
+        ));
+        (
+            Ownership::by_ring(config.node.id.clone(), ring.clone()),
+            Some(membership),
+        )
+    } else {
+        (Ownership::everything(config.node.id.clone()), None)
+    };
+    let listening = Listening {
+        id: config.node.id.clone(),
+        grpc: grpc_addr,
+        http: http_addr,
+        gossip: membership.as_ref().map(|m| m.gossip_addr()),
+    };
+
+    let bus = crate::bus::Bus::start(&config.bus, shutdown.clone());
+    if bus.is_some() {
+        tracing::info!("fallback bus on (Redis)");
+    }
+    let routers = crate::router_link::Routers::new(bus);
+    let events = crate::user_events::UserEvents::new(
+        config.node.id.clone(),
+        membership.as_ref().map(|_| ring.clone()),
+        crate::homes::Homes::default(),
+        store.clone(),
+        config.owner.presence_grace,
+    );
+    let link = LinkService::new(
+        owners.clone(),
+        events,
+        ownership,
+        routers,
+        config.node.link_grace,
+        store.clone(),
+        shutdown.clone(),
+    );
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+            .add_service(LinkServer::new(link))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+    let report_membership = membership.clone();
+    let report_ring = ring.clone();
+    let static_me = config.node.id.clone();
+    let http_app = axum::Router::new()
+        .route(
+            "/cluster",
+            axum::routing::get(move || {
+                let mut report = turbochat_cluster::report::ClusterReport::new(
+                    report_membership.as_ref(),
+                    &report_ring.current(),
+                );
+                report.me.get_or_insert(static_me.clone());
+                async move { axum::Json(report) }
+            }),
+        )
+        .merge(turbochat_service::ops::routes(readiness.clone(), metrics));
+    let http = tokio::spawn(
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    readiness.set(true);
+    tracing::info!(node = %listening.id, grpc = %listening.grpc, http = %listening.http, "node ready");
+    on_ready(&listening);
+
+    signal.cancelled().await;
+    readiness.set(false);
+    if let Some(membership) = &membership {
+        tracing::info!("leaving: announcing, letting routers move sessions away");
+        let _ = membership.set_state(MemberState::Leaving).await;
+        let deadline = tokio::time::Instant::now() + config.node.drain_timeout;
+        while owners.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::info!(remaining = owners.active(), "drained");
+    }
+    shutdown.cancel();
+    let grpc_result = grpc.await;
+    let http_result = http.await;
+    tracing::info!("listeners closed; draining owners");
+    owners.wait_stopped().await;
+    writer_shutdown.cancel();
+    let _ = writer_task.await;
+    tracing::info!("node stopped");
+    match grpc_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(NodeError::Serve(e.to_string())),
+        Err(e) => return Err(NodeError::Serve(e.to_string())),
+    }
+    match http_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Serve(e.to_string())),
+        Err(e) => Err(NodeError::Serve(e.to_string())),
+    }
+}
+
+/// Releases owner tasks whose conversations moved away on a ring change,
+/// and every owner task when the cluster declared this node down (its hot
+/// state may be stale: others owned its conversations meanwhile).
+async fn release_on_change(
+    mut view: tokio::sync::watch::Receiver<turbochat_cluster::ClusterView>,
+    ring: RingView,
+    owners: Owners,
+    ownership: Ownership,
+    shutdown: CancellationToken,
+) {
+    let mut rings = ring.subscribe();
+    let mut declared_down = view.borrow().times_declared_down;
+    loop {
+        tokio::select! {
+            changed = rings.changed() => {
+                if changed.is_err() { return }
+                let released = owners.release_unless(|c| ownership.owns(c));
+                if released > 0 {
+                    tracing::info!(released, "ring changed; released conversations owned elsewhere now");
+                }
+            }
+            changed = view.changed() => {
+                if changed.is_err() { return }
+                let now = view.borrow_and_update().times_declared_down;
+                if now != declared_down {
+                    declared_down = now;
+                    let released = owners.release_unless(|_| false);
+                    tracing::warn!(released, "declared down by the cluster; released all hot state");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { addr, source })
+}
+
+/// The store URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,51 @@
+//! `turbochat-node` binary: wiring only (see the library for the data path).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A turbochat node: owns conversations, orders, persists and fans out messages.
+#[derive(Debug, Parser)]
+#[command(name = "turbochat-node", version)]
+struct Args {
+    /// Config file (TOML). `TURBOCHAT_*` variables override it.
+    #[arg(long, short, env = "TURBOCHAT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    turbochat_service::telemetry::init_tracing();
+    let config = match turbochat_node::config::Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("turbochat-node: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("turbochat-node: cannot start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let metrics = turbochat_service::telemetry::init_metrics();
+        let shutdown = turbochat_service::shutdown::on_signal();
+        turbochat_node::run(config, shutdown, metrics, |listening| {
+            turbochat_service::announce_ready("node", listening);
+        })
+        .await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("turbochat-node: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

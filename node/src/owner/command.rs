@@ -1,0 +1,91 @@
+//! What a conversation's owner can be asked to do. One variant per client
+//! intent that reaches the owner; the link turns router frames into these.
+
+use std::time::Instant;
+
+use turbochat_protocol::ids::{Seq, UserId};
+use turbochat_protocol::MessageKind;
+
+use crate::router_link::RouterLink;
+
+/// A command for one conversation's owner task.
+#[derive(Debug)]
+pub enum Command {
+    /// Append a message (acked once durable).
+    Send(SendCommand),
+    /// Replay after `since`, then stream live messages to a session.
+    Subscribe {
+        /// The session's router.
+        link: RouterLink,
+        /// Router-local session id.
+        session_id: u64,
+        /// Who is subscribing (must participate).
+        user_id: UserId,
+        /// Last seq the session has.
+        since: Option<Seq>,
+    },
+    /// Stop streaming to a session.
+    Unsubscribe {
+        /// Id of the link the session was subscribed through.
+        link_id: u64,
+        /// Router-local session id.
+        session_id: u64,
+    },
+    /// Move a reader's cursor forward.
+    Read {
+        /// The session's router.
+        link: RouterLink,
+        /// Router-local session id.
+        session_id: u64,
+        /// The reader.
+        user_id: UserId,
+        /// Highest seq read.
+        seq: Seq,
+    },
+    /// Typing started or stopped.
+    Typing {
+        /// The session's router.
+        link: RouterLink,
+        /// Router-local session id.
+        session_id: u64,
+        /// Who is typing.
+        user_id: UserId,
+        /// Started (true) or stopped.
+        active: bool,
+    },
+    /// The conversation's participants changed in the store: reload them.
+    Refresh,
+    /// A router's stream died. Frames that were in flight on it are lost
+    /// from that path, so the owner re-sends its recent messages to that
+    /// router's sessions (they now go over the fallback bus, if any; the
+    /// router's cursors drop what it already had).
+    LinkLost {
+        /// The router's link id.
+        link_id: u64,
+    },
+    /// This node no longer owns the conversation (ring change, or the
+    /// cluster declared us down): finish the in-flight batch, redirect
+    /// queued sends, drop subscribers and state, stop.
+    Release,
+}
+
+/// A `send` on its way to the store.
+#[derive(Debug)]
+pub struct SendCommand {
+    /// The sender's router.
+    pub link: RouterLink,
+    /// Router-local session id of the sender.
+    pub session_id: u64,
+    /// The sender.
+    pub user_id: UserId,
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// `text` or `media`.
+    pub kind: MessageKind,
+    /// Text or caption.
+    pub body: String,
+    /// Attached media.
+    pub media_key: Option<String>,
+    /// When the node received it (for the send→ack histogram).
+    pub received_at: Instant,
+}

@@ -1,0 +1,185 @@
+//! User-level events (a new conversation, presence): routed to each user's
+//! home node on the ring, which delivers them to the user's live sessions
+//! wherever they are connected ([`crate::homes::Homes`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::sync::Arc;
+use tonic::transport::{Channel, Endpoint};
+use turbochat_cluster::RingView;
+use turbochat_protocol::ids::UserId;
+use turbochat_protocol::link::link_client::LinkClient;
+use turbochat_protocol::link::{UserEvent, UserEventsRequest};
+
+use tokio_util::sync::CancellationToken;
+use turbochat_protocol::ServerFrame;
+use turbochat_store::Store;
+
+use crate::homes::Homes;
+use crate::router_link::RouterLink;
+
+/// Most contacts told about one presence change.
+const MAX_PRESENCE_FAN_OUT: u32 = 1_000;
+
+/// Publishes user-level events to the users' home nodes, and keeps the
+/// presence of users homed here.
+#[derive(Clone)]
+pub struct UserEvents {
+    me: String,
+    ring: Option<RingView>,
+    homes: Homes,
+    peers: Arc<DashMap<String, LinkClient<Channel>>>,
+    store: Arc<dyn Store>,
+    presence_grace: Duration,
+    /// Users whose last session ended, waiting out the grace period.
+    going_offline: Arc<DashMap<UserId, CancellationToken>>,
+}
+
+impl UserEvents {
+    /// With `ring` absent (static routing) every user is homed here.
+    pub fn new(
+        me: String,
+        ring: Option<RingView>,
+        homes: Homes,
+        store: Arc<dyn Store>,
+        presence_grace: Duration,
+    ) -> Self {
+        UserEvents {
+            me,
+            ring,
+            homes,
+            peers: Arc::new(DashMap::new()),
+            store,
+            presence_grace,
+            going_offline: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// A session of a user homed here opened. The user's contacts see them
+    /// come online, unless they were only briefly away (within the grace
+    /// period: a reconnect does not flicker).
+    pub fn session_opened(&self, user: &str, link: &RouterLink, session_id: u64) {
+        let was_online = self.homes.online(user);
+        self.homes.open(user, link, session_id);
+        if let Some((_, pending)) = self.going_offline.remove(user) {
+            pending.cancel();
+            return;
+        }
+        if !was_online {
+            self.announce_presence(user.to_string(), true);
+        }
+    }
+
+    /// A session of a user homed here closed. When it was the last one, the
+    /// user goes offline after the grace period unless a session reopens.
+    pub fn session_closed(&self, user: &str, link_id: u64, session_id: u64) {
+        self.homes.close(user, link_id, session_id);
+        if self.homes.online(user) {
+            return;
+        }
+        let pending = CancellationToken::new();
+        if let Some(old) = self.going_offline.insert(user.to_string(), pending.clone()) {
+            old.cancel();
+        }
+        let events = self.clone();
+        let user = user.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(events.presence_grace) => {}
+                _ = pending.cancelled() => return,
+            }
+            let still_pending = events
+                .going_offline
+                .remove_if(&user, |_, token| !token.is_cancelled())
+                .is_some();
+            if still_pending && !events.homes.online(&user) {
+                events.announce_presence(user, false);
+            }
+        });
+    }
+
+    /// Tells the user's contacts (everyone sharing a conversation).
+    fn announce_presence(&self, user: UserId, online: bool) {
+        metrics::counter!("turbochat_presence_changes_total", "online" => if online { "true" } else { "false" })
+            .increment(1);
+        let events = self.clone();
+        tokio::spawn(async move {
+            let contacts = match events.store.contacts(&user, MAX_PRESENCE_FAN_OUT).await {
+                Ok(contacts) => contacts,
+                Err(err) => {
+                    tracing::warn!(%err, user = %user, "cannot load contacts for presence");
+                    return;
+                }
+            };
+            let payload = Bytes::from(
+                ServerFrame::Presence {
+                    user_id: user.clone(),
+                    online,
+                }
+                .to_json(),
+            );
+            events.publish(contacts.into_iter().map(|c| (c, payload.clone())).collect());
+        });
+    }
+
+    /// The local registry of users homed here.
+    pub fn homes(&self) -> &Homes {
+        &self.homes
+    }
+
+    /// Delivers each `(user, payload)` to the user's live sessions, through
+    /// the user's home node. Never waits: remote homes are called in the
+    /// background, and a failure is logged (the client catches up with
+    /// `GET /conversations` on its next start).
+    pub fn publish(&self, events: Vec<(UserId, Bytes)>) {
+        let mut remote: HashMap<String, Vec<UserEvent>> = HashMap::new();
+        let ring = self.ring.as_ref().map(|r| r.current());
+        for (user, payload) in events {
+            let home = ring
+                .as_ref()
+                .and_then(|r| r.home_of(&user))
+                .filter(|node| node.id != self.me);
+            match home {
+                None => {
+                    self.homes.deliver(&user, payload);
+                }
+                Some(node) => remote
+                    .entry(node.grpc.clone())
+                    .or_default()
+                    .push(UserEvent {
+                        user_id: user,
+                        payload,
+                    }),
+            }
+        }
+        for (grpc, events) in remote {
+            let Some(mut client) = self.peer(&grpc) else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let count = events.len();
+                if let Err(status) = client.user_events(UserEventsRequest { events }).await {
+                    metrics::counter!("turbochat_user_events_failed_total").increment(count as u64);
+                    tracing::warn!(%grpc, %status, "cannot deliver user events to their home node");
+                }
+            });
+        }
+    }
+
+    fn peer(&self, grpc: &str) -> Option<LinkClient<Channel>> {
+        if let Some(client) = self.peers.get(grpc) {
+            return Some(client.clone());
+        }
+        let channel = Endpoint::from_shared(grpc.to_string())
+            .ok()?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let client = LinkClient::new(channel);
+        self.peers.insert(grpc.to_string(), client.clone());
+        Some(client)
+    }
+}

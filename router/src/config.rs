@@ -1,0 +1,195 @@
+//! Router configuration: the `[router]`, `[auth]` and `[limits]` sections of
+//! the shared config file, with `TURBOCHAT_*` overrides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use turbochat_cluster::NodeInfo;
+use turbochat_service::config::ConfigError;
+
+/// Everything `turbochat-router` reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Identity, listener, nodes.
+    pub router: RouterSection,
+    /// JWT verification.
+    pub auth: AuthConfig,
+    /// Per-session and per-user limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// SWIM membership; off means the static `router.nodes` list.
+    #[serde(default)]
+    pub cluster: turbochat_cluster::ClusterSection,
+    /// The Redis fallback bus (off unless `bus.redis_url` is set).
+    #[serde(default)]
+    pub bus: crate::bus::BusConfig,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouterSection {
+    /// Unique, stable id (nodes use it to recognise a reconnecting router).
+    pub id: String,
+    /// HTTP + WebSocket listener. Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The nodes to route to when gossip is off (static membership).
+    #[serde(default)]
+    pub nodes: Vec<NodeInfo>,
+    /// Virtual nodes per node on the ring; must match every other process.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: usize,
+    /// How long sessions get to close on shutdown.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// `[auth]`: how tokens are verified. The algorithm is pinned: a token
+/// signed with any other (including `none`) is refused.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthConfig {
+    /// `HS256`, `HS384`, `HS512`, `RS256`, `ES256`, ...
+    pub algorithm: String,
+    /// Shared secret for HS*.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM public key file for RS*/ES*/PS*/EdDSA.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// PEM public key inline (alternative to the file).
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    /// Largest WebSocket frame a client may send; larger closes with 1009.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// Frames queued for one session before it is closed as a slow consumer.
+    #[serde(default = "default_session_queue")]
+    pub session_queue: usize,
+    /// Sustained sends per second per user (on this router).
+    #[serde(default = "default_send_rate")]
+    pub send_per_second: u32,
+    /// Burst of sends allowed above the sustained rate.
+    #[serde(default = "default_send_burst")]
+    pub send_burst: u32,
+    /// Sustained frames of any kind per second per session.
+    #[serde(default = "default_frame_rate")]
+    pub frames_per_second: u32,
+    /// Most WebSocket sessions this router holds.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Most conversations one session may subscribe to.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: default_max_frame(),
+            session_queue: default_session_queue(),
+            send_per_second: default_send_rate(),
+            send_burst: default_send_burst(),
+            frames_per_second: default_frame_rate(),
+            max_sessions: default_max_sessions(),
+            max_subscriptions: default_max_subscriptions(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("static address")
+}
+fn default_vnodes() -> usize {
+    turbochat_cluster::ring::DEFAULT_VNODES
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_frame() -> usize {
+    64 * 1024
+}
+fn default_session_queue() -> usize {
+    1024
+}
+fn default_send_rate() -> u32 {
+    20
+}
+fn default_send_burst() -> u32 {
+    40
+}
+fn default_frame_rate() -> u32 {
+    100
+}
+fn default_max_sessions() -> usize {
+    200_000
+}
+fn default_max_subscriptions() -> usize {
+    1_000
+}
+
+impl Config {
+    /// Loads the file (if any) and environment, then validates.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let config: Config = turbochat_service::config::load(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.router.id.trim().is_empty() || self.router.id.len() > 64 {
+            return Err(ConfigError::key("router.id", "must be 1 to 64 characters"));
+        }
+        if self.router.nodes.is_empty() && !self.cluster.enabled {
+            return Err(ConfigError::key(
+                "router.nodes",
+                "name at least one node, or set cluster.enabled = true",
+            ));
+        }
+        for (i, node) in self.router.nodes.iter().enumerate() {
+            if !(node.grpc.starts_with("http://") || node.grpc.starts_with("https://")) {
+                return Err(ConfigError::key(
+                    &format!("router.nodes[{i}].grpc"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return Err(ConfigError::key(
+                "limits.max_frame_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.limits.session_queue == 0 {
+            return Err(ConfigError::key(
+                "limits.session_queue",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.send_per_second == 0 || self.limits.frames_per_second == 0 {
+            return Err(ConfigError::key(
+                "limits.send_per_second",
+                "rates must be at least 1",
+            ));
+        }
+        crate::auth::Verifier::from_config(&self.auth).map_err(|e| ConfigError::key("auth", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The HTTP API: history, the conversation list, creating conversations.
+//! Every call is authenticated and answered by the node that owns the data:
+//! the conversation's owner, or the caller's home node for the list.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use turbochat_protocol::http::{CreateConversation, ErrorBody};
+use turbochat_protocol::ids::{direct_conversation_id, ConversationId, Seq};
+use turbochat_protocol::link::{
+    CreateConversationRequest, HistoryRequest, ListConversationsRequest,
+};
+use turbochat_protocol::ErrorCode;
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::App;
+
+/// An HTTP error with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
+    }
+
+    fn unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "no node is available for this request; retry",
+        )
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let (http, code) = match status.code() {
+            Code::InvalidArgument => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
+            Code::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        };
+        ApiError::new(http, code, status.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn json(bytes: bytes::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// `GET /history` query.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    conversation_id: ConversationId,
+    #[serde(default)]
+    before_seq: Option<Seq>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /history?conversation_id=&before_seq=&limit=`: newest first.
+pub async fn history(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let owner = app
+        .inner
+        .links
+        .owner(&query.conversation_id)
+        .ok_or_else(ApiError::unavailable)?;
+    let reply = owner
+        .client()
+        .history(HistoryRequest {
+            user_id: claims.sub,
+            conversation_id: query.conversation_id.to_string(),
+            before_seq: query.before_seq,
+            limit: query.limit.unwrap_or(50),
+        })
+        .await?;
+    Ok(json(reply.into_inner().json))
+}
+
+/// `GET /conversations` query.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /conversations`: the caller's conversations, most recent first.
+pub async fn list_conversations(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let home = app
+        .inner
+        .links
+        .home(&claims.sub)
+        .ok_or_else(ApiError::unavailable)?;
+    let reply = home
+        .client()
+        .list_conversations(ListConversationsRequest {
+            user_id: claims.sub,
+            limit: query.limit.unwrap_or(100),
+        })
+        .await?;
+    Ok(json(reply.into_inner().json))
+}
+
+/// `POST /conversations`: a direct conversation (idempotent: the same pair
+/// and listing always give the same conversation) or a new group.
+pub async fn create_conversation(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    body: Result<Json<CreateConversation>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (id, request) = match body {
+        CreateConversation::Direct {
+            peer_id,
+            listing_id,
+        } => {
+            if peer_id == claims.sub {
+                return Err(ApiError::bad_request(
+                    "cannot start a conversation with yourself",
+                ));
+            }
+            let id = direct_conversation_id(&claims.sub, &peer_id, listing_id.as_deref());
+            (
+                id,
+                CreateConversationRequest {
+                    user_id: claims.sub,
+                    conversation_id: id.to_string(),
+                    kind: "direct".into(),
+                    participants: vec![peer_id],
+                    listing_id,
+                    title: None,
+                },
+            )
+        }
+        CreateConversation::Group {
+            participants,
+            title,
+        } => {
+            let id = Uuid::now_v7();
+            (
+                id,
+                CreateConversationRequest {
+                    user_id: claims.sub,
+                    conversation_id: id.to_string(),
+                    kind: "group".into(),
+                    participants,
+                    listing_id: None,
+                    title,
+                },
+            )
+        }
+    };
+    let owner = app
+        .inner
+        .links
+        .owner(&id)
+        .ok_or_else(ApiError::unavailable)?;
+    let reply = owner.client().create_conversation(request).await?;
+    Ok(json(reply.into_inner().json))
+}
+
+/// Fallback for unknown paths: a JSON 404.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
+}

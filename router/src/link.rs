@@ -1,0 +1,550 @@
+//! The router's side of the router ↔ node link: one multiplexed `Attach`
+//! stream per node, kept up with exponential backoff.
+//!
+//! When a stream (re)connects, the router re-subscribes every session whose
+//! cursor points at that node, from the session's last forwarded seq, so a
+//! node restart or a cut link costs clients nothing but a short pause: the
+//! owner replays exactly what they missed (guarantee 4).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use turbochat_cluster::{NodeInfo, RingView};
+use turbochat_protocol::frame::ServerFrame;
+use turbochat_protocol::ids::{ConversationId, Seq};
+use turbochat_protocol::link::link_client::LinkClient;
+use turbochat_protocol::link::{
+    node_frame, router_frame, Hello, Redirect, RouterFrame, SessionClosed, SessionOpened,
+    Subscribe, Unsubscribe,
+};
+use turbochat_protocol::ErrorCode;
+
+use crate::sessions::{Followup, Session, Sessions};
+
+/// Frames queued towards one node before sends are refused as `unavailable`.
+pub const LINK_QUEUE: usize = 16 * 1024;
+
+/// The link to this node is down (or its queue is full): retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("node link unavailable")]
+pub struct LinkDown;
+
+/// One node's link.
+#[derive(Debug)]
+pub struct NodeLink {
+    /// The node.
+    pub node: NodeInfo,
+    channel: Channel,
+    outbound: Mutex<Option<mpsc::Sender<RouterFrame>>>,
+    up: AtomicBool,
+    /// Cancelled when the node leaves the ring for good (or on shutdown).
+    stop: CancellationToken,
+}
+
+impl NodeLink {
+    /// Queues a frame on the current stream.
+    pub fn send(&self, frame: router_frame::Frame) -> Result<(), LinkDown> {
+        self.send_frame(RouterFrame {
+            redirects: 0,
+            frame: Some(frame),
+        })
+    }
+
+    /// Queues a whole frame (keeping its redirect count).
+    pub fn send_frame(&self, frame: RouterFrame) -> Result<(), LinkDown> {
+        let outbound = self.outbound.lock().expect("link lock").clone();
+        match outbound {
+            Some(tx) => tx.try_send(frame).map_err(|_| LinkDown),
+            None => Err(LinkDown),
+        }
+    }
+
+    /// Whether the stream is connected.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// A client for unary calls on the same HTTP/2 connection.
+    pub fn client(&self) -> LinkClient<Channel> {
+        LinkClient::new(self.channel.clone())
+    }
+}
+
+/// All node links of this router, placed by the ring.
+#[derive(Clone)]
+pub struct Links {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    router_id: String,
+    /// Random per process: nodes tell a restarted router from a reconnecting one.
+    incarnation: u64,
+    links: DashMap<String, Arc<NodeLink>>,
+    sessions: Arc<Sessions>,
+    ring: RingView,
+    shutdown: CancellationToken,
+}
+
+impl Links {
+    /// Starts a link task for every node on the ring.
+    pub fn start(
+        router_id: String,
+        ring: RingView,
+        sessions: Arc<Sessions>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        let links = Links {
+            inner: Arc::new(Inner {
+                router_id,
+                incarnation: rand::random(),
+                links: DashMap::new(),
+                sessions,
+                ring: ring.clone(),
+                shutdown,
+            }),
+        };
+        for node in ring.current().nodes() {
+            links.add(node.clone())?;
+        }
+        tokio::spawn(links.clone().follow_ring());
+        Ok(links)
+    }
+
+    /// Reacts to every ring change: links to new nodes, and every session
+    /// subscription whose owner changed moves to the new owner from its
+    /// last forwarded seq (the hand-over, seen from the router).
+    async fn follow_ring(self) {
+        let mut changes = self.inner.ring.subscribe();
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let ring = changes.borrow_and_update().clone();
+            for node in ring.nodes() {
+                let known = self.inner.links.get(&node.id).map(|l| l.node.grpc.clone());
+                if known.as_deref() != Some(node.grpc.as_str()) {
+                    if let Some((_, old)) = self.inner.links.remove(&node.id) {
+                        old.stop.cancel();
+                    }
+                    if let Err(err) = self.add(node.clone()) {
+                        tracing::error!(node = %node.id, %err, "bad node address");
+                    }
+                }
+            }
+            self.move_subscriptions(&ring);
+        }
+    }
+
+    fn move_subscriptions(&self, ring: &turbochat_cluster::Ring) {
+        let mut moved = 0usize;
+        for session in self.inner.sessions.all() {
+            if let Some(home) = ring.home_of(&session.user_id) {
+                if session.registered_home(&home.id) {
+                    if let Some(link) = self.node(&home.id) {
+                        let _ = link.send(router_frame::Frame::SessionOpened(SessionOpened {
+                            session_id: session.id,
+                            user_id: session.user_id.clone(),
+                        }));
+                    }
+                }
+            }
+            for (conversation, _) in session.cursors() {
+                let Some(owner) = ring.owner_of(&conversation) else {
+                    continue;
+                };
+                let Some((old_node, since)) = session.move_cursor(&conversation, &owner.id) else {
+                    continue;
+                };
+                if let Some(old) = self.node(&old_node) {
+                    let _ = old.send(router_frame::Frame::Unsubscribe(Unsubscribe {
+                        session_id: session.id,
+                        conversation_id: conversation.to_string(),
+                    }));
+                }
+                if let Some(new) = self.node(&owner.id) {
+                    // If the new link is not up yet, its connect re-subscribes.
+                    if let Some(frame) =
+                        subscribe_frame(session.id, &session.user_id, conversation, since).frame
+                    {
+                        let _ = new.send(frame);
+                    }
+                }
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(subscriptions = moved, "moved subscriptions to new owners");
+            metrics::counter!("turbochat_router_subscriptions_moved_total").increment(moved as u64);
+        }
+    }
+
+    fn add(&self, node: NodeInfo) -> Result<(), tonic::transport::Error> {
+        let channel = Endpoint::from_shared(node.grpc.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let link = Arc::new(NodeLink {
+            node: node.clone(),
+            channel,
+            outbound: Mutex::new(None),
+            up: AtomicBool::new(false),
+            stop: self.inner.shutdown.child_token(),
+        });
+        self.inner.links.insert(node.id.clone(), link.clone());
+        tokio::spawn(self.clone().maintain(link));
+        Ok(())
+    }
+
+    /// The link to the owner of a conversation.
+    pub fn owner(&self, conversation: &ConversationId) -> Option<Arc<NodeLink>> {
+        let ring = self.inner.ring.current();
+        let node = ring.owner_of(conversation)?;
+        self.inner.links.get(&node.id).map(|l| l.clone())
+    }
+
+    /// The link to a user's home node.
+    pub fn home(&self, user: &str) -> Option<Arc<NodeLink>> {
+        let ring = self.inner.ring.current();
+        let node = ring.home_of(user)?;
+        self.inner.links.get(&node.id).map(|l| l.clone())
+    }
+
+    /// Registers a session with its user's home node (now, or when that
+    /// node's link comes up).
+    pub fn register_home(&self, session: &Session) {
+        let Some(home) = self.home(&session.user_id) else {
+            return;
+        };
+        session.registered_home(&home.node.id);
+        let _ = home.send(router_frame::Frame::SessionOpened(SessionOpened {
+            session_id: session.id,
+            user_id: session.user_id.clone(),
+        }));
+    }
+
+    /// The link to a node by id.
+    pub fn node(&self, id: &str) -> Option<Arc<NodeLink>> {
+        self.inner.links.get(id).map(|l| l.clone())
+    }
+
+    /// Whether every node's link is up.
+    pub fn all_up(&self) -> bool {
+        !self.inner.links.is_empty() && self.inner.links.iter().all(|l| l.is_up())
+    }
+
+    /// Keeps one node's stream connected until shutdown.
+    async fn maintain(self, link: Arc<NodeLink>) {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let shutdown = link.stop.clone();
+        while !shutdown.is_cancelled() {
+            match self.connect_once(&link).await {
+                Ok(()) => backoff.reset(),
+                Err(status) => {
+                    tracing::debug!(node = %link.node.id, %status, "link attempt failed");
+                }
+            }
+            link.up.store(false, Ordering::Release);
+            *link.outbound.lock().expect("link lock") = None;
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// One connection: attach, re-subscribe, pump node frames until it ends.
+    async fn connect_once(&self, link: &Arc<NodeLink>) -> Result<(), tonic::Status> {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let hello = router_frame::Frame::Hello(Hello {
+            router_id: self.inner.router_id.clone(),
+            incarnation: self.inner.incarnation,
+        });
+        tx.send(RouterFrame {
+            redirects: 0,
+            frame: Some(hello),
+        })
+        .await
+        .map_err(|_| tonic::Status::internal("link queue closed"))?;
+        let response = link.client().attach(ReceiverStream::new(rx)).await?;
+        let mut inbound = response.into_inner();
+        *link.outbound.lock().expect("link lock") = Some(tx.clone());
+        link.up.store(true, Ordering::Release);
+        tracing::info!(node = %link.node.id, "link up");
+        metrics::counter!("turbochat_link_connects_total").increment(1);
+        self.resubscribe(link, &tx).await;
+
+        let shutdown = link.stop.clone();
+        loop {
+            let frame = tokio::select! {
+                frame = inbound.message() => frame,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            match frame {
+                Ok(Some(frame)) => self.on_node_frame(Some(link), frame.frame),
+                Ok(None) => {
+                    tracing::warn!(node = %link.node.id, "link closed by node");
+                    return Ok(());
+                }
+                Err(status) => {
+                    tracing::warn!(node = %link.node.id, %status, "link failed");
+                    return Err(status);
+                }
+            }
+        }
+    }
+
+    /// Re-subscribes every session whose cursor names this node.
+    async fn resubscribe(&self, link: &NodeLink, tx: &mpsc::Sender<RouterFrame>) {
+        let mut count = 0usize;
+        let ring = self.inner.ring.current();
+        for session in self.inner.sessions.all() {
+            if ring
+                .home_of(&session.user_id)
+                .is_some_and(|h| h.id == link.node.id)
+            {
+                session.registered_home(&link.node.id);
+                let frame = RouterFrame {
+                    redirects: 0,
+                    frame: Some(router_frame::Frame::SessionOpened(SessionOpened {
+                        session_id: session.id,
+                        user_id: session.user_id.clone(),
+                    })),
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            for (conversation, cursor) in session.cursors() {
+                if cursor.node != link.node.id {
+                    continue;
+                }
+                let frame =
+                    subscribe_frame(session.id, &session.user_id, conversation, cursor.last_seq);
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+                count += 1;
+            }
+        }
+        if count > 0 {
+            tracing::info!(node = %link.node.id, subscriptions = count, "re-subscribed sessions");
+        }
+    }
+
+    /// Handles a frame from a node, whether it came over the node's link
+    /// (`from`) or over the fallback bus (`None`).
+    pub fn on_node_frame(&self, from: Option<&NodeLink>, frame: Option<node_frame::Frame>) {
+        match frame {
+            Some(node_frame::Frame::Deliver(deliver)) => {
+                for (conversation, followup) in self.inner.sessions.deliver(deliver) {
+                    match followup {
+                        Followup::Resubscribe {
+                            session_id,
+                            user_id,
+                            since,
+                        } => {
+                            tracing::debug!(session_id, %conversation, since, "gap seen; re-subscribing");
+                            self.resubscribe_one(session_id, &user_id, conversation, since);
+                        }
+                        Followup::Gone { session_id } => {
+                            let node = from
+                                .map(|l| l.node.id.clone())
+                                .or_else(|| self.owner(&conversation).map(|l| l.node.id.clone()));
+                            if let Some(link) = node.and_then(|id| self.node(&id)) {
+                                let _ =
+                                    link.send(router_frame::Frame::SessionClosed(SessionClosed {
+                                        session_id,
+                                        user_id: String::new(),
+                                        conversation_id: Some(conversation.to_string()),
+                                    }));
+                            }
+                        }
+                        Followup::None => {}
+                    }
+                }
+            }
+            Some(node_frame::Frame::Redirect(redirect)) => self.redirect(from, redirect),
+            None => {}
+        }
+    }
+
+    /// Re-subscribes at the node the session's cursor names now (which may
+    /// differ from the link the gap was seen on, during a hand-over).
+    fn resubscribe_one(
+        &self,
+        session_id: u64,
+        user_id: &str,
+        conversation: ConversationId,
+        since: Seq,
+    ) {
+        let Some(session) = self.inner.sessions.get(session_id) else {
+            return;
+        };
+        let Some(cursor) = session.cursor(&conversation) else {
+            return;
+        };
+        if let Some(node) = self.node(&cursor.node) {
+            if let Some(frame) =
+                subscribe_frame(session_id, user_id, conversation, Some(since)).frame
+            {
+                let _ = node.send(frame);
+            }
+        }
+    }
+
+    /// A node refused a frame for a conversation it does not own. Send it to
+    /// the owner our ring names — at once if that is another node; after a
+    /// pause if it is the same node (the node's ring is behind or ahead of
+    /// ours and will converge). A frame redirected too often is answered
+    /// `unavailable`.
+    fn redirect(&self, from: Option<&NodeLink>, redirect: Redirect) {
+        metrics::counter!("turbochat_router_redirects_total").increment(1);
+        let Ok(conversation) = redirect.conversation_id.parse::<ConversationId>() else {
+            return;
+        };
+        let Some(mut frame) = redirect.frame else {
+            return;
+        };
+        let links = self.clone();
+        let from = from.map(|l| l.node.id.clone()).unwrap_or_default();
+        let session_id = redirect.session_id;
+        // A subscription is state the router keeps: it keeps trying (for
+        // up to a minute) while views converge. Other frames give up sooner
+        // and the client retries.
+        let limit = match &frame.frame {
+            Some(router_frame::Frame::Subscribe(_)) => MAX_SUBSCRIBE_REDIRECTS,
+            _ => MAX_REDIRECTS,
+        };
+        tokio::spawn(async move {
+            frame.redirects += 1;
+            if frame.redirects <= limit {
+                let same = links
+                    .owner(&conversation)
+                    .is_none_or(|owner| owner.node.id == from);
+                if same {
+                    tokio::time::sleep(REDIRECT_PAUSE).await;
+                }
+                if let Some(owner) = links.owner(&conversation) {
+                    if let Some(router_frame::Frame::Subscribe(_)) = &frame.frame {
+                        if let Some(session) = links.inner.sessions.get(session_id) {
+                            session.move_cursor(&conversation, &owner.node.id);
+                        }
+                    }
+                    if owner.send_frame(frame.clone()).is_ok() {
+                        return;
+                    }
+                }
+            }
+            tracing::warn!(%conversation, session_id, "no owner accepted a redirected frame");
+            if let Some(session) = links.inner.sessions.get(session_id) {
+                let client_msg_id = match &frame.frame {
+                    Some(router_frame::Frame::Send(send)) => Some(send.client_msg_id.clone()),
+                    _ => None,
+                };
+                let error = ServerFrame::Error {
+                    code: ErrorCode::Unavailable,
+                    message: "conversation is moving between nodes; retry".into(),
+                    client_msg_id,
+                    conversation_id: Some(conversation),
+                    retry_after_ms: None,
+                };
+                session.push(error.to_json().into());
+            }
+        });
+    }
+}
+
+/// Most redirects one frame may take while ring views converge.
+const MAX_REDIRECTS: u32 = 30;
+/// Most redirects of a subscribe (about a minute at one per pause).
+const MAX_SUBSCRIBE_REDIRECTS: u32 = 600;
+/// Pause between redirect attempts.
+const REDIRECT_PAUSE: Duration = Duration::from_millis(100);
+
+fn subscribe_frame(
+    session_id: u64,
+    user_id: &str,
+    conversation: ConversationId,
+    since: Option<Seq>,
+) -> RouterFrame {
+    RouterFrame {
+        redirects: 0,
+        frame: Some(router_frame::Frame::Subscribe(Subscribe {
+            session_id,
+            user_id: user_id.to_string(),
+            conversation_id: conversation.to_string(),
+            since,
+        })),
+    }
+}
+
+/// Exponential backoff with full jitter and a cap.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Starts at `base`, doubles per attempt, never above `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    /// The ceiling of the next delay (before jitter).
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The next delay: uniform in [0, ceiling].
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::random_range(0..=millis))
+    }
+
+    /// Back to `base` after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let ceilings: Vec<u128> = (0..8)
+            .map(|_| {
+                let c = b.ceiling().as_millis();
+                assert!(b.next_delay().as_millis() <= c);
+                c
+            })
+            .collect();
+        assert_eq!(ceilings, vec![50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,327 @@
+//! The router's live WebSocket sessions and their per-conversation cursors.
+//!
+//! A session's cursor for a conversation is the last seq the router
+//! forwarded to it, and the node it is subscribed at. Cursors make delivery
+//! exactly-once from the client's point of view: a `message` at or below the
+//! cursor is a duplicate (replay overlap, fallback bus) and is dropped; one
+//! beyond `cursor + 1` means something was missed, so the router
+//! re-subscribes from the cursor and the owner replays the gap.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use turbochat_protocol::ids::{ConversationId, Seq, UserId};
+use turbochat_protocol::link::{Deliver, DeliverKind};
+
+/// What a session's write task sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A JSON text frame.
+    Text(Utf8Bytes),
+    /// Close the socket with this code and reason, then stop.
+    Close(u16, String),
+}
+
+/// Where a session stands in one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Last seq forwarded to the client (`None` until the node says).
+    pub last_seq: Option<Seq>,
+    /// Id of the node the subscription was made at.
+    pub node: String,
+}
+
+/// One live session, shared by its own tasks and the link readers.
+#[derive(Debug)]
+pub struct Session {
+    /// Router-local id.
+    pub id: u64,
+    /// The authenticated user.
+    pub user_id: UserId,
+    out: mpsc::Sender<Outgoing>,
+    cursors: Mutex<HashMap<ConversationId, Cursor>>,
+    /// Nodes this session was registered at as its user's home.
+    homes: Mutex<std::collections::HashSet<String>>,
+    /// Cancelled when the session must end (slow consumer, shutdown).
+    pub closing: CancellationToken,
+}
+
+/// What the link reader must do after a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followup {
+    /// Nothing.
+    None,
+    /// The node still streams to a session this router no longer has (it
+    /// closed while the link was down): tell the node to drop it.
+    Gone {
+        /// The unknown session.
+        session_id: u64,
+    },
+    /// Re-subscribe this session from this seq (a gap was seen).
+    Resubscribe {
+        /// The session.
+        session_id: u64,
+        /// Its user.
+        user_id: UserId,
+        /// Last seq it has.
+        since: Seq,
+    },
+}
+
+impl Session {
+    /// Queues a frame for the client. A full queue means the client is not
+    /// reading: the session is closed with `slow_consumer` and the client
+    /// resumes by seq after reconnecting.
+    pub fn push(&self, text: Utf8Bytes) -> bool {
+        match self.out.try_send(Outgoing::Text(text)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closing.is_cancelled() {
+                    tracing::warn!(session_id = self.id, user_id = %self.user_id,
+                        "session queue full; closing as slow consumer");
+                    metrics::counter!("turbochat_sessions_slow_total").increment(1);
+                    self.closing.cancel();
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a close frame (waits for room: closing is never dropped).
+    pub async fn close(&self, code: u16, reason: &str) {
+        let _ = self
+            .out
+            .send(Outgoing::Close(code, reason.to_string()))
+            .await;
+    }
+
+    /// Records a subscription; returns whether it is new.
+    pub fn subscribe(&self, conversation: ConversationId, cursor: Cursor) -> bool {
+        self.cursors
+            .lock()
+            .expect("cursor lock")
+            .insert(conversation, cursor)
+            .is_none()
+    }
+
+    /// Forgets a subscription; returns its node.
+    pub fn unsubscribe(&self, conversation: &ConversationId) -> Option<String> {
+        self.cursors
+            .lock()
+            .expect("cursor lock")
+            .remove(conversation)
+            .map(|c| c.node)
+    }
+
+    /// Points a subscription at another node; returns the old node and the
+    /// last seq, or `None` if not subscribed or already there.
+    pub fn move_cursor(
+        &self,
+        conversation: &ConversationId,
+        node: &str,
+    ) -> Option<(String, Option<Seq>)> {
+        let mut cursors = self.cursors.lock().expect("cursor lock");
+        let cursor = cursors.get_mut(conversation)?;
+        if cursor.node == node {
+            return None;
+        }
+        let old = std::mem::replace(&mut cursor.node, node.to_string());
+        Some((old, cursor.last_seq))
+    }
+
+    /// The cursor of one conversation.
+    pub fn cursor(&self, conversation: &ConversationId) -> Option<Cursor> {
+        self.cursors
+            .lock()
+            .expect("cursor lock")
+            .get(conversation)
+            .cloned()
+    }
+
+    /// Records that the session is registered at `node` as its home;
+    /// returns whether that is new.
+    pub fn registered_home(&self, node: &str) -> bool {
+        self.homes
+            .lock()
+            .expect("homes lock")
+            .insert(node.to_string())
+    }
+
+    /// Every node this session is known to: its homes and its cursors' nodes.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .homes
+            .lock()
+            .expect("homes lock")
+            .iter()
+            .cloned()
+            .collect();
+        nodes.extend(self.cursors().into_iter().map(|(_, c)| c.node));
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Number of subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.cursors.lock().expect("cursor lock").len()
+    }
+
+    /// Snapshot of every cursor.
+    pub fn cursors(&self) -> Vec<(ConversationId, Cursor)> {
+        self.cursors
+            .lock()
+            .expect("cursor lock")
+            .iter()
+            .map(|(c, cur)| (*c, cur.clone()))
+            .collect()
+    }
+
+    /// Applies a `Deliver` for this session: updates the cursor, forwards
+    /// the payload unless it is a duplicate, and reports a gap.
+    fn deliver(
+        &self,
+        conversation: ConversationId,
+        kind: DeliverKind,
+        seq: Seq,
+        text: &Utf8Bytes,
+    ) -> Followup {
+        match kind {
+            DeliverKind::Message => {
+                let mut cursors = self.cursors.lock().expect("cursor lock");
+                let Some(cursor) = cursors.get_mut(&conversation) else {
+                    // Unsubscribed meanwhile.
+                    return Followup::None;
+                };
+                match cursor.last_seq {
+                    Some(last) if seq <= last => {
+                        metrics::counter!("turbochat_router_duplicates_dropped_total").increment(1);
+                        return Followup::None;
+                    }
+                    Some(last) if seq > last + 1 => {
+                        metrics::counter!("turbochat_router_gaps_total").increment(1);
+                        return Followup::Resubscribe {
+                            session_id: self.id,
+                            user_id: self.user_id.clone(),
+                            since: last,
+                        };
+                    }
+                    _ => cursor.last_seq = Some(seq),
+                }
+                drop(cursors);
+                self.push(text.clone());
+            }
+            DeliverKind::Subscribed => {
+                if let Some(cursor) = self
+                    .cursors
+                    .lock()
+                    .expect("cursor lock")
+                    .get_mut(&conversation)
+                {
+                    cursor.last_seq = Some(cursor.last_seq.map_or(seq, |last| last.max(seq)));
+                }
+                self.push(text.clone());
+            }
+            _ => {
+                self.push(text.clone());
+            }
+        }
+        Followup::None
+    }
+}
+
+/// Every live session of this router.
+#[derive(Debug)]
+pub struct Sessions {
+    map: DashMap<u64, Arc<Session>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Sessions {
+    /// Session ids start at a random point, so a restarted router never
+    /// reuses an id that a node may still hold a subscription for.
+    fn default() -> Self {
+        Sessions {
+            map: DashMap::new(),
+            next_id: AtomicU64::new(rand::random::<u64>() >> 2),
+        }
+    }
+}
+
+impl Sessions {
+    /// Registers a new session for `user_id` whose write task reads `out`.
+    pub fn open(&self, user_id: UserId, out: mpsc::Sender<Outgoing>) -> Arc<Session> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session {
+            id,
+            user_id,
+            out,
+            cursors: Mutex::new(HashMap::new()),
+            homes: Mutex::new(std::collections::HashSet::new()),
+            closing: CancellationToken::new(),
+        });
+        self.map.insert(id, session.clone());
+        metrics::gauge!("turbochat_sessions").increment(1.0);
+        session
+    }
+
+    /// Removes a session.
+    pub fn close(&self, id: u64) {
+        if self.map.remove(&id).is_some() {
+            metrics::gauge!("turbochat_sessions").decrement(1.0);
+        }
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// A live session by id.
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.map.get(&id).map(|s| s.clone())
+    }
+
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Applies a node's `Deliver` to its sessions; returns the follow-ups.
+    pub fn deliver(&self, deliver: Deliver) -> Vec<(ConversationId, Followup)> {
+        let Ok(conversation) = deliver.conversation_id.parse::<ConversationId>() else {
+            tracing::warn!("node sent a deliver with a bad conversation id");
+            return Vec::new();
+        };
+        let kind = DeliverKind::try_from(deliver.kind).unwrap_or(DeliverKind::Event);
+        let Ok(text) = Utf8Bytes::try_from(deliver.payload) else {
+            tracing::warn!("node sent a non-UTF-8 payload");
+            return Vec::new();
+        };
+        let mut followups = Vec::new();
+        for session_id in deliver.session_ids {
+            let Some(session) = self.map.get(&session_id).map(|s| s.clone()) else {
+                if kind == DeliverKind::Message {
+                    followups.push((conversation, Followup::Gone { session_id }));
+                }
+                continue;
+            };
+            match session.deliver(conversation, kind, deliver.seq, &text) {
+                Followup::None => {}
+                other => followups.push((conversation, other)),
+            }
+        }
+        followups
+    }
+}

@@ -1,0 +1,44 @@
+//! `GET /ws`: the WebSocket endpoint. The token is verified by the
+//! [`Authenticated`] extractor before the upgrade, so an unauthenticated
+//! client gets a 401 and never a WebSocket.
+
+mod session;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Authenticated;
+use crate::App;
+
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes of outgoing frames buffered before a write is forced.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// Upgrades an authenticated request to a session.
+pub async fn upgrade(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let limits = &app.inner.limits;
+    if app.inner.sessions.len() >= limits.max_sessions || app.inner.shutdown.is_cancelled() {
+        metrics::counter!("turbochat_sessions_refused_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "router is full or shutting down",
+        )
+            .into_response();
+    }
+    let max = limits.max_frame_bytes;
+    let tracker = app.inner.tracker.clone();
+    // tungstenite's default 128 KiB read buffer per socket would dominate
+    // an idle connection's memory; frames larger than the buffer still
+    // work (they are assembled across reads).
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| tracker.track_future(session::run(app, claims, socket)))
+}

@@ -1,0 +1,26 @@
+//! Process plumbing shared by `turbochat-node` and `turbochat-router`:
+//! [`config`] loading with `TURBOCHAT_*` overrides, [`telemetry`] (tracing and
+//! Prometheus metrics), the [`ops`] endpoints (`/healthz`, `/readyz`,
+//! `/metrics`), the [`shutdown`] signal, and the ready line the launcher reads.
+
+pub mod config;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+use serde::Serialize;
+
+/// Prints the one JSON line on stdout that tells a launcher or test harness a
+/// process is listening and where: `{"event":"ready","role":...,...}`.
+/// Logs go to stderr, so stdout carries only this line.
+pub fn announce_ready<T: Serialize>(role: &str, details: &T) {
+    let mut value = serde_json::to_value(details).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("event".into(), "ready".into());
+        map.insert("role".into(), role.into());
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}

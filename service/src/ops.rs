@@ -1,0 +1,58 @@
+//! Operator endpoints every process serves: `/healthz` (the process runs),
+//! `/readyz` (it can do its job: store reachable, links up), `/metrics`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Whether the process is ready to serve; flipped by its owner.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the process ready (or not).
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether it is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// The `/healthz`, `/readyz` and `/metrics` routes, to merge into a process's router.
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(OpsState { readiness, metrics })
+}
+
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
+    if state.readiness.get() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> String {
+    state.metrics.run_upkeep();
+    state.metrics.render()
+}

@@ -1,0 +1,313 @@
+//! The store of record.
+//!
+//! One [`Store`] trait with two implementations that pass the same test suite
+//! (`tests/store_suite.rs`): [`postgres::PgStore`] for production and
+//! [`sqlite::SqliteStore`] as the embedded default. SQL is shared where the
+//! dialects agree; the differences live in the two implementation modules.
+//!
+//! Messages are written through [`writer::Writer`], which gathers the batches
+//! of many conversations into one transaction (group commit), so throughput
+//! does not stop at one fsync per message.
+//!
+//! Fencing (guarantee 5): `messages` has a unique `(conversation_id, seq)`.
+//! A node that appends a seq another node already wrote gets
+//! [`AppendError::SeqTaken`] for that conversation and must reload its state.
+
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use turbochat_protocol::http::{ConversationKind, ConversationView, MessageView};
+use turbochat_protocol::ids::{ConversationId, Seq, UserId};
+use uuid::Uuid;
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+pub mod writer;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use writer::{AppendResult, Writer, WriterConfig};
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or a statement failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start-up.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store URL is neither `postgres://` nor `sqlite:`.
+    #[error("unsupported store url scheme in {0:?} (expected postgres:// or sqlite:)")]
+    UnsupportedUrl(String),
+    /// A stored row could not be read back (corrupt or from a newer version).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer task is gone (the node is shutting down).
+    #[error("writer closed")]
+    WriterClosed,
+    /// The group commit this request was part of failed as a whole; the
+    /// cause is shared by every request of that commit. Nothing of it was
+    /// written, unless the commit's outcome is unknown (connection lost
+    /// during `COMMIT`): a retry with the same `client_msg_id`s is safe.
+    #[error("group commit failed: {0}")]
+    GroupCommit(#[source] Arc<StoreError>),
+}
+
+/// Why one conversation's batch was not appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer already holds a seq of this batch: this node is not (or
+    /// no longer) the conversation's single writer. Reload before writing again.
+    #[error("seq {seq} of conversation {conversation_id} is already taken")]
+    SeqTaken {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The first seq that was taken.
+        seq: Seq,
+    },
+    /// The transaction failed; nothing of the batch was written.
+    #[error("append failed: {0}")]
+    Failed(String),
+}
+
+/// A message to append. `seq` is assigned by the owner; the store may lower
+/// it when earlier messages of the same batch turn out to be duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Server-assigned id (UUIDv7).
+    pub message_id: Uuid,
+    /// Author.
+    pub sender_id: UserId,
+    /// The author's idempotency key.
+    pub client_msg_id: String,
+    /// `text`, `media` or `system`.
+    pub kind: turbochat_protocol::MessageKind,
+    /// Text or caption.
+    pub body: String,
+    /// Attached media object key.
+    pub media_key: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Users to push to (no live session, not muted): one outbox job each,
+    /// written in the same transaction as the message.
+    pub push_to: Vec<UserId>,
+}
+
+/// One conversation's share of a group commit: messages that take the seqs
+/// `first_seq, first_seq + 1, ...` in order, skipping duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationBatch {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Seq of the first message that is not a duplicate.
+    pub first_seq: Seq,
+    /// The messages, in the order the owner accepted them.
+    pub messages: Vec<NewMessage>,
+}
+
+/// What became of one [`NewMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Written now, with this (possibly renumbered) seq.
+    Inserted(MessageView),
+    /// `(conversation_id, sender_id, client_msg_id)` was already stored:
+    /// nothing was written and this is the stored message (same seq as before).
+    Duplicate(MessageView),
+}
+
+impl Appended {
+    /// The stored message either way.
+    pub fn message(&self) -> &MessageView {
+        match self {
+            Appended::Inserted(m) | Appended::Duplicate(m) => m,
+        }
+    }
+}
+
+/// A conversation to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConversation {
+    /// Its id (deterministic for direct conversations).
+    pub conversation_id: ConversationId,
+    /// `direct` or `group`.
+    pub kind: ConversationKind,
+    /// Listing of a direct conversation.
+    pub listing_id: Option<String>,
+    /// Group title.
+    pub title: Option<String>,
+    /// Every participant, creator first; no duplicates.
+    pub participants: Vec<UserId>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// One participant's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// The user.
+    pub user_id: UserId,
+    /// `owner` or `member`.
+    pub role: String,
+    /// Read cursor.
+    pub last_read_seq: Seq,
+    /// Muted participants get no push.
+    pub muted: bool,
+}
+
+/// Everything an owner needs to take over a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// `direct` or `group`.
+    pub kind: ConversationKind,
+    /// Listing of a direct conversation.
+    pub listing_id: Option<String>,
+    /// Group title.
+    pub title: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Participants.
+    pub participants: Vec<Participant>,
+    /// Highest stored seq (0 when empty).
+    pub last_seq: Seq,
+}
+
+/// A device token row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Owner of the device.
+    pub user_id: UserId,
+    /// `android`, `ios` or `web`.
+    pub platform: String,
+    /// FCM registration token (unique across users).
+    pub token: String,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// The store of record. Every method is one transaction or one statement.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations (idempotent; run at start).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Creates a conversation with its participants, or returns the stored one
+    /// unchanged if the id exists. Returns the stored state. The first
+    /// participant gets role `owner`, the others `member`; a participant
+    /// listed twice joins once. Participants are listed by join time, the
+    /// creator first among those who joined together, then by user id.
+    async fn create_conversation(
+        &self,
+        new: &NewConversation,
+    ) -> Result<ConversationState, StoreError>;
+
+    /// Loads a conversation's state, or `None` if it does not exist.
+    async fn load_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationState>, StoreError>;
+
+    /// Appends several conversations' batches in as few transactions as
+    /// possible (one when nothing conflicts). Returns one result per batch, in
+    /// order; within an `Ok`, one [`Appended`] per message, in order.
+    /// Duplicates (same sender and `client_msg_id`) are not written and do not
+    /// consume a seq; the inserted ones take `first_seq..` contiguously.
+    /// A batch whose seq is taken fails alone with [`AppendError::SeqTaken`];
+    /// a batch the database refuses otherwise (e.g. an unknown conversation)
+    /// fails alone with [`AppendError::Failed`]. Each inserted message gets
+    /// one pending `push_outbox` job per user in its `push_to`, in the same
+    /// transaction; a duplicate gets none. Batches of one conversation are
+    /// numbered independently: do not put a batch in flight before the
+    /// previous one of its conversation has been answered.
+    async fn append(
+        &self,
+        batches: &[ConversationBatch],
+    ) -> Result<Vec<Result<Vec<Appended>, AppendError>>, StoreError>;
+
+    /// Messages with seq > `after`, ascending, at most `limit`.
+    async fn messages_after(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, StoreError>;
+
+    /// Messages with seq < `before` (all when `None`), descending, at most `limit`.
+    async fn history(
+        &self,
+        id: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, StoreError>;
+
+    /// The user's conversations, most recently active first (last message's
+    /// `created_at`, else the conversation's), at most `limit`, each with its
+    /// participants, last message, and unread count (messages from others
+    /// after the user's `last_read_seq`, counted up to 1000 at most).
+    async fn list_conversations(
+        &self,
+        user: &str,
+        limit: u32,
+    ) -> Result<Vec<ConversationView>, StoreError>;
+
+    /// Moves the user's read cursor forward to `seq` (never back). Returns
+    /// whether it moved (`false` also when the user is not a participant).
+    async fn mark_read(&self, id: ConversationId, user: &str, seq: Seq)
+        -> Result<bool, StoreError>;
+
+    /// Registers a device token for `user` (upsert). A token registered by
+    /// another user before moves to this one.
+    async fn upsert_device(
+        &self,
+        user: &str,
+        platform: &str,
+        token: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a device token of `user`. Returns whether it existed; a token
+    /// that now belongs to another user is left alone (`false`).
+    async fn delete_device(&self, user: &str, token: &str) -> Result<bool, StoreError>;
+
+    /// Every device of the given users (none for an empty list).
+    async fn devices_of(&self, users: &[UserId]) -> Result<Vec<Device>, StoreError>;
+
+    /// Everyone who shares at least one conversation with `user` (not
+    /// `user`), sorted, at most `limit`: who sees the user's presence.
+    async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError>;
+}
+
+/// Opens the store named by `url` (`postgres://...` or `sqlite:...`), with a
+/// pool of at most `max_connections`, and runs migrations.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(postgres::PgStore::connect(url, max_connections).await?)
+        } else if url.starts_with("sqlite:") {
+            Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+    // Several nodes may start at once on one fresh SQLite file; SQLite has no
+    // migration lock, so a loser of that race fails ("table ... already
+    // exists", its transaction rolled back) and simply tries again.
+    let sqlite = url.starts_with("sqlite:");
+    let mut attempt = 0u32;
+    loop {
+        match store.migrate().await {
+            Ok(()) => break,
+            Err(err) if sqlite && attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(%err, attempt, "migration raced with another process; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(store)
+}

@@ -1,0 +1,168 @@
+//! PostgreSQL, the store of record in production.
+//!
+//! Everything but connecting, migrating and the fast path of `append` is the
+//! shared SQL of `sql.rs`. The fast path writes every message of every
+//! batch of a group commit, and their push jobs, with one statement (`UNNEST`
+//! arrays into a multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, the
+//! outbox fed from its `RETURNING` in the same statement): a group commit is
+//! `BEGIN`, that statement, `COMMIT` whatever its size. When some message
+//! turns out to be a duplicate, the transaction is rolled back and the
+//! batches are written message by message instead, which renumbers the
+//! messages after a duplicate.
+
+use std::str::FromStr;
+
+use sqlx::error::DatabaseError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult};
+use sqlx::Postgres;
+use uuid::Uuid;
+
+use crate::sql::{
+    has_repeated_client_msg_id, impl_store_via_sql, inserted_view, is_unique_violation,
+    seq_to_store, Backend, SqlStore, WriteError,
+};
+use crate::{Appended, ConversationBatch, StoreError};
+
+/// Name of the `UNIQUE (conversation_id, seq)` constraint in
+/// `migrations/postgres`.
+const SEQ_CONSTRAINT: &str = "messages_seq_key";
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The store on PostgreSQL. Cheap to share behind an `Arc`; every operation
+/// takes a connection from its pool.
+pub struct PgStore {
+    sql: SqlStore<Postgres>,
+}
+
+impl PgStore {
+    /// Connects a pool of at most `max_connections` (at least 1) to `url`
+    /// (`postgres://user@host:port/db?...`). Fails if the server cannot be
+    /// reached now. Does not migrate: call [`crate::Store::migrate`] (or use
+    /// [`crate::open`], which does).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(PgStore {
+            sql: SqlStore::new(pool),
+        })
+    }
+
+    /// The embedded migrations of `migrations/postgres`.
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+}
+
+impl_store_via_sql!(PgStore);
+
+/// The fast path: one statement writes the messages and their push jobs
+/// (in `push_to` order, as the step-wise path does) and counts the messages
+/// it inserted. It inserts every message unless one is a duplicate of a
+/// stored one; then the count falls short.
+const FAST_INSERT: &str = "WITH ins AS ( \
+         INSERT INTO messages \
+             (id, conversation_id, seq, sender_id, client_msg_id, kind, body, media_key, created_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[], $9::int8[]) \
+         ON CONFLICT (conversation_id, sender_id, client_msg_id) DO NOTHING \
+         RETURNING id, conversation_id, seq, created_at \
+     ), outbox AS ( \
+         INSERT INTO push_outbox \
+             (message_id, conversation_id, seq, user_id, next_attempt_at, created_at) \
+         SELECT ins.id, ins.conversation_id, ins.seq, push.user_id, ins.created_at, ins.created_at \
+         FROM UNNEST($10::uuid[], $11::text[]) WITH ORDINALITY AS push (message_id, user_id, n) \
+         JOIN ins ON ins.id = push.message_id \
+         ORDER BY push.n \
+     ) \
+     SELECT COUNT(*) FROM ins";
+
+impl Backend for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+
+    fn is_seq_conflict(err: &dyn DatabaseError) -> bool {
+        is_unique_violation(err) && err.constraint() == Some(SEQ_CONSTRAINT)
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn write_fast(
+        conn: &mut PgConnection,
+        batches: &[ConversationBatch],
+    ) -> Result<Option<Vec<Vec<Appended>>>, WriteError> {
+        if has_repeated_client_msg_id(batches) {
+            return Ok(None);
+        }
+        let total: usize = batches.iter().map(|b| b.messages.len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut conversations = Vec::with_capacity(total);
+        let mut seqs = Vec::with_capacity(total);
+        let mut senders = Vec::with_capacity(total);
+        let mut client_msg_ids = Vec::with_capacity(total);
+        let mut kinds = Vec::with_capacity(total);
+        let mut bodies = Vec::with_capacity(total);
+        let mut media_keys = Vec::with_capacity(total);
+        let mut created_ats = Vec::with_capacity(total);
+        let mut push_messages = Vec::<Uuid>::new();
+        let mut push_users = Vec::<&str>::new();
+        let mut written = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut appended = Vec::with_capacity(batch.messages.len());
+            for (message, seq) in batch.messages.iter().zip(batch.first_seq..) {
+                ids.push(message.message_id);
+                conversations.push(batch.conversation_id);
+                seqs.push(seq_to_store(seq).map_err(WriteError::Rejected)?);
+                senders.push(message.sender_id.as_str());
+                client_msg_ids.push(message.client_msg_id.as_str());
+                kinds.push(message.kind.as_str());
+                bodies.push(message.body.as_str());
+                media_keys.push(message.media_key.as_deref());
+                created_ats.push(message.created_at);
+                for user in &message.push_to {
+                    push_messages.push(message.message_id);
+                    push_users.push(user.as_str());
+                }
+                appended.push(Appended::Inserted(inserted_view(
+                    batch.conversation_id,
+                    message,
+                    seq,
+                )));
+            }
+            written.push(appended);
+        }
+        if total == 0 {
+            return Ok(Some(written));
+        }
+        let inserted: i64 = sqlx::query_scalar(FAST_INSERT)
+            .bind(ids)
+            .bind(conversations)
+            .bind(seqs)
+            .bind(senders)
+            .bind(client_msg_ids)
+            .bind(kinds)
+            .bind(bodies)
+            .bind(media_keys)
+            .bind(created_ats)
+            .bind(push_messages)
+            .bind(push_users)
+            .fetch_one(conn)
+            .await
+            .map_err(|err| {
+                // Which batch and seq is unknown here; the caller retries
+                // batch by batch, which pins it down.
+                let first = &batches[0];
+                WriteError::classify::<Postgres>(err, first.conversation_id, first.first_seq)
+            })?;
+        if usize::try_from(inserted).ok() == Some(total) {
+            Ok(Some(written))
+        } else {
+            Ok(None)
+        }
+    }
+}
