@@ -22,6 +22,8 @@ pub struct Options {
     pub node_env: BTreeMap<String, String>,
     /// Extra environment for every router.
     pub router_env: BTreeMap<String, String>,
+    /// Route gossip through this switch (to partition the cluster).
+    pub gossip_net: Option<crate::gossip_net::GossipNet>,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
             redis_prefix: None,
             node_env: BTreeMap::new(),
             router_env: BTreeMap::new(),
+            gossip_net: None,
         }
     }
 }
@@ -47,6 +50,7 @@ pub struct Cluster {
     pub options: Options,
     next_node: usize,
     seed: Option<String>,
+    ports: Vec<crate::gossip_net::Port>,
     /// The store (kept last: dropped after the processes).
     pub store: TestStore,
 }
@@ -67,6 +71,7 @@ impl Cluster {
             options: options.clone(),
             next_node: 1,
             seed: None,
+            ports: Vec::new(),
             store,
         };
         for _ in 0..options.nodes {
@@ -96,6 +101,15 @@ impl Cluster {
             ("TURBOCHAT_NODE__GRPC_LISTEN", "127.0.0.1:0".into()),
             ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
             ("TURBOCHAT_STORE__URL", self.store.url.clone()),
+            (
+                "TURBOCHAT_PUSH__FILE__PATH",
+                self.store
+                    .dir
+                    .path()
+                    .join(format!("{id}-push.jsonl"))
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
         ]);
         if self.options.gossip {
             node_env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
@@ -109,6 +123,7 @@ impl Cluster {
         }
         self.bus_env(&mut node_env);
         node_env.extend(self.options.node_env.clone());
+        let port = self.switch_port(&id, &mut node_env);
         let mut node = Process::start(Role::Node, &id, node_env, self.store.dir.path());
         // Pin the ports so a restart comes back where routers expect it.
         node.pin("TURBOCHAT_NODE__GRPC_LISTEN", node.addr("grpc"));
@@ -116,10 +131,44 @@ impl Cluster {
         if self.options.gossip {
             let gossip = node.addr("gossip");
             node.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", gossip.clone());
-            self.seed.get_or_insert(gossip);
+            let seed = match port {
+                Some(port) => {
+                    port.attach(gossip.parse().expect("gossip address"));
+                    let advertised = port.addr.to_string();
+                    self.ports.push(port);
+                    advertised
+                }
+                None => gossip,
+            };
+            self.seed.get_or_insert(seed);
         }
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// With a gossip switch: a port for `member`, advertised instead of
+    /// its own socket.
+    fn switch_port(
+        &self,
+        member: &str,
+        env: &mut BTreeMap<String, String>,
+    ) -> Option<crate::gossip_net::Port> {
+        let net = self
+            .options
+            .gossip_net
+            .as_ref()
+            .filter(|_| self.options.gossip)?;
+        let port = net.port(member);
+        env.insert(
+            "TURBOCHAT_CLUSTER__GOSSIP_ADVERTISE".into(),
+            port.addr.to_string(),
+        );
+        Some(port)
+    }
+
+    /// Where routers of this cluster keep media (local backend).
+    pub fn media_dir(&self) -> std::path::PathBuf {
+        self.store.dir.path().join("media")
     }
 
     fn add_router(&mut self, index: usize) {
@@ -133,6 +182,10 @@ impl Cluster {
         let mut router_env = env(&[
             ("TURBOCHAT_ROUTER__ID", id.clone()),
             ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
+            (
+                "TURBOCHAT_MEDIA__DIR",
+                self.media_dir().to_string_lossy().into_owned(),
+            ),
         ]);
         if self.options.gossip {
             router_env.insert("TURBOCHAT_ROUTER__NODES".into(), "[]".into());
@@ -157,10 +210,15 @@ impl Cluster {
         self.bus_env(&mut router_env);
         router_env.extend(self.options.router_env.clone());
         router_env.extend(extra);
+        let port = self.switch_port(&id, &mut router_env);
         let mut router = Process::start(Role::Router, &id, router_env, self.store.dir.path());
         router.pin("TURBOCHAT_ROUTER__LISTEN", router.addr("http"));
         if self.options.gossip {
             router.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", router.addr("gossip"));
+            if let Some(port) = port {
+                port.attach(router.addr("gossip").parse().expect("gossip address"));
+                self.ports.push(port);
+            }
         }
         self.routers.push(router);
         self.routers.len() - 1

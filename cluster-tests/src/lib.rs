@@ -7,11 +7,14 @@
 //! - [`store`]: a fresh SQLite file or PostgreSQL database per test.
 //! - [`cluster`]: N nodes + M routers, static or gossip, optional Redis bus.
 //! - [`client`]: a WebSocket client and the HTTP API.
+//! - [`fake_fcm`]: a fake FCM HTTP v1 server with fault injection.
 //! - [`tokens`]: dev JWTs, good and deliberately bad.
 
 pub mod bins;
 pub mod client;
 pub mod cluster;
+pub mod fake_fcm;
+pub mod gossip_net;
 pub mod process;
 pub mod proxy;
 pub mod store;

@@ -178,25 +178,30 @@ impl Traffic {
                 .map(|(c, a)| (c.clone(), a.values().copied().max().unwrap_or(0)))
                 .collect()
         };
-        crate::eventually("receivers caught up", deadline, || {
-            let record = record.clone();
-            let targets = targets.clone();
-            async move {
-                let r = record.lock().unwrap();
-                targets
-                    .iter()
-                    .all(|(c, max)| {
-                        r.received
-                            .get(c)
-                            .and_then(|v| v.iter().max())
-                            .copied()
-                            .unwrap_or(0)
-                            >= *max
-                    })
-                    .then_some(())
+        let behind = |record: &Record| -> Vec<String> {
+            targets
+                .iter()
+                .filter_map(|(c, max)| {
+                    let got = record
+                        .received
+                        .get(c)
+                        .and_then(|v| v.iter().max())
+                        .copied()
+                        .unwrap_or(0);
+                    (got < *max).then(|| format!("{c}: receiver at {got}, acked up to {max}"))
+                })
+                .collect()
+        };
+        let caught_up = tokio::time::timeout(deadline, async {
+            while !behind(&record.lock().unwrap()).is_empty() {
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
         .await;
+        if caught_up.is_err() {
+            let lagging = behind(&record.lock().unwrap());
+            panic!("timed out after {deadline:?} waiting for receivers: {lagging:?}");
+        }
         let _ = self.stop_all.send(true);
         for task in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

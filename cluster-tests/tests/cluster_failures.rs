@@ -146,3 +146,52 @@ async fn a_node_added_then_one_removed_gracefully() {
         }
     }
 }
+
+/// Waits until router `i`'s ring has `expected` nodes.
+async fn ring_of_router_becomes(cluster: &Cluster, i: usize, expected: usize, deadline: Duration) {
+    harness::eventually("ring change", deadline, || async {
+        (cluster.ring(i).await.len() == expected).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_partition_splits_the_cluster_and_heals() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let net = harness::gossip_net::GossipNet::new();
+    let options = Options {
+        nodes: 3,
+        routers: 2,
+        gossip: true,
+        gossip_net: Some(net.clone()),
+        ..Options::default()
+    };
+    let cluster = Cluster::start(TestStore::postgres().await, options).await;
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+
+    // Split brain: each side believes the other gone and takes over its
+    // conversations; both sides write the same conversations, and only the
+    // store's (conversation, seq) uniqueness keeps them apart.
+    let split = Instant::now();
+    net.partition(&["node-1", "router-1"], &["node-2", "node-3", "router-2"]);
+    ring_of_router_becomes(&cluster, 0, 1, DETECTION * 4).await;
+    ring_of_router_becomes(&cluster, 1, 2, DETECTION * 4).await;
+    let detected = split.elapsed();
+    // Both sides keep taking writes for a while.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    traffic.wait_for_acks(200, Duration::from_secs(30)).await;
+
+    net.heal();
+    let healed = ring_becomes(&cluster, 3, Duration::from_secs(30)).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "gossip partition",
+        &figures,
+        &format!(
+            "split-seen-after {detected:?} healed-after {healed:?} gossip-datagrams-dropped {}",
+            net.dropped()
+        ),
+    );
+}

@@ -109,6 +109,64 @@ async fn a_retried_send_is_one_message_with_one_seq() {
     assert_eq!(seqs(&api.all_messages(&alice, &conversation).await), [1, 2]);
 }
 
+/// Sessions that subscribe while the owner is writing each get every
+/// message once, in order. (The owner once took its own batch, already in
+/// the store but not yet answered, for another node's write during a
+/// subscribe; the conversation's task died and its subscribers heard
+/// nothing more.)
+#[tokio::test]
+async fn subscribing_while_messages_are_being_written_misses_nothing() {
+    const PER_SENDER: u64 = 60;
+    const READERS: usize = 20;
+    let cluster = Cluster::start(TestStore::postgres().await, Options::default()).await;
+    let base = cluster.router_url(0);
+    let api = Api::new(&base);
+    let conversation = api.create_direct(&valid("alice"), "bob", None).await;
+
+    // Both participants send at their sustained rate limit (20/s), so the
+    // owner almost always has a batch in flight.
+    let mut senders = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut client = WsClient::connect(&base, &valid(user)).await.unwrap();
+        let conversation = conversation.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..PER_SENDER {
+                client
+                    .send(json!({"type": "send", "conversation_id": conversation,
+                        "client_msg_id": format!("{user}-{i}"), "body": "vroom"}))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(55)).await;
+            }
+            for i in 0..PER_SENDER {
+                let answer = client.answer(&format!("{user}-{i}"), T).await;
+                assert_eq!(answer["type"], "ack", "{answer}");
+            }
+        }));
+    }
+    // Readers join one after another while that goes on.
+    let total = 2 * PER_SENDER;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut reader = WsClient::connect(&base, &valid("bob")).await.unwrap();
+        let conversation = conversation.clone();
+        readers.push(tokio::spawn(async move {
+            reader.subscribe(&conversation, Some(0)).await;
+            let mut got = Vec::new();
+            while got.len() < total as usize {
+                got.push(reader.expect("message", T).await["seq"].as_u64().unwrap());
+            }
+            assert_eq!(got, (1..=total).collect::<Vec<_>>(), "once each, in order");
+            while let Some(Event::Frame(frame)) = reader.next(Duration::from_millis(200)).await {
+                assert_ne!(frame["type"], "message", "duplicate: {frame}");
+            }
+        }));
+    }
+    for task in senders.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn acked_messages_survive_kill_9_and_resume_delivers_exactly_the_gap() {
     let mut cluster = Cluster::start(TestStore::postgres().await, Options::default()).await;

@@ -1,5 +1,6 @@
-//! Node configuration: the `[node]`, `[store]` and `[owner]` sections of the
-//! shared config file (see `configs/dev.toml`), with `TURBOCHAT_*` overrides.
+//! Node configuration: the `[node]`, `[store]`, `[owner]` and `[push]`
+//! (`crate::push::PushConfig`) sections of the shared config file (see
+//! `configs/dev.toml`), with `TURBOCHAT_*` overrides.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct Config {
     /// The Redis fallback bus (off unless `bus.redis_url` is set).
     #[serde(default)]
     pub bus: crate::bus::BusConfig,
+    /// Push notifications: how this node's outbox worker sends them.
+    #[serde(default)]
+    pub push: crate::push::PushConfig,
 }
 
 /// `[node]`.
@@ -213,6 +217,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.push.validate()?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod homes;
 pub mod link;
 pub mod owner;
 pub mod ownership;
+pub mod push;
 pub mod router_link;
 pub mod user_events;
 
@@ -49,6 +50,9 @@ pub enum NodeError {
     /// A server failed while running.
     #[error("server: {0}")]
     Serve(String),
+    /// Push could not start (e.g. an unusable FCM key).
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
 }
 
 /// Where a started node listens.
@@ -82,6 +86,16 @@ pub async fn run(
     let store: Arc<dyn Store> =
         turbochat_store::open(&config.store.url, config.store.max_connections).await?;
     tracing::info!(store = %redact_url(&config.store.url), "store open and migrated");
+    let push_worker = crate::push::worker(&config.push, &config.node.id, store.clone())?;
+    match (config.owner.push_enabled, push_worker.is_some()) {
+        (false, true) => tracing::info!(
+            "owner.push_enabled is off: this node queues no push jobs, but sends those others queue"
+        ),
+        (true, false) => tracing::warn!(
+            "push.backend is off: push jobs queued here wait for a node that sends them"
+        ),
+        _ => {}
+    }
 
     // The writer outlives the owners so their last batches can commit.
     let writer_shutdown = CancellationToken::new();
@@ -206,6 +220,10 @@ pub async fn run(
             .into_future(),
     );
 
+    // Stopped with the rest (after the drain); it finishes the jobs in
+    // flight, and a job it cannot finish is retried after its lease.
+    let push_task = push_worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+
     readiness.set(true);
     tracing::info!(node = %listening.id, grpc = %listening.grpc, http = %listening.http, "node ready");
     on_ready(&listening);
@@ -226,6 +244,9 @@ pub async fn run(
     let http_result = http.await;
     tracing::info!("listeners closed; draining owners");
     owners.wait_stopped().await;
+    if let Some(task) = push_task {
+        let _ = task.await;
+    }
     writer_shutdown.cancel();
     let _ = writer_task.await;
     tracing::info!("node stopped");
@@ -258,8 +279,9 @@ async fn release_on_change(
             changed = rings.changed() => {
                 if changed.is_err() { return }
                 let released = owners.release_unless(|c| ownership.owns(c));
+                let kept = owners.catch_up_all();
                 if released > 0 {
-                    tracing::info!(released, "ring changed; released conversations owned elsewhere now");
+                    tracing::info!(released, kept, "ring changed; released conversations owned elsewhere now");
                 }
             }
             changed = view.changed() => {
@@ -267,8 +289,14 @@ async fn release_on_change(
                 let now = view.borrow_and_update().times_declared_down;
                 if now != declared_down {
                     declared_down = now;
-                    let released = owners.release_unless(|_| false);
-                    tracing::warn!(released, "declared down by the cluster; released all hot state");
+                    // Others took our conversations meanwhile: give up those
+                    // we no longer own, catch the others up with what was
+                    // written while we were away. (Dropping those too would
+                    // strand the subscriptions of routers that never saw us
+                    // down, as on one side of a partition.)
+                    let released = owners.release_unless(|c| ownership.owns(c));
+                    let kept = owners.catch_up_all();
+                    tracing::warn!(released, kept, "declared down by the cluster; caught up with the store");
                 }
             }
             _ = shutdown.cancelled() => return,

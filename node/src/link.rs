@@ -25,7 +25,8 @@ use turbochat_protocol::ids::{
 use turbochat_protocol::link::link_server::Link;
 use turbochat_protocol::link::{
     node_frame, router_frame, CreateConversationRequest, HistoryRequest, JsonReply,
-    ListConversationsRequest, NodeFrame, Redirect, RouterFrame, UserEventsReply, UserEventsRequest,
+    ListConversationsRequest, NodeFrame, ParticipantRequest, Redirect, RouterFrame,
+    UserEventsReply, UserEventsRequest,
 };
 use turbochat_protocol::{ErrorCode, MessageKind};
 use turbochat_store::{ConversationState, NewConversation, Store, StoreError};
@@ -155,6 +156,41 @@ impl Link for LinkService {
             messages,
             next_before_seq,
         })
+    }
+
+    async fn check_participant(
+        &self,
+        request: Request<ParticipantRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let id = parse_conversation(&req.conversation_id)?;
+        self.participant_view(id, &req.user_id).await?;
+        json_reply(&serde_json::json!({"participant": true}))
+    }
+
+    async fn register_device(
+        &self,
+        request: Request<turbochat_protocol::link::RegisterDeviceRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let registered = crate::push::devices::register(
+            self.store.as_ref(),
+            &req.user_id,
+            &req.token,
+            &req.platform,
+        )
+        .await?;
+        json_reply(&registered)
+    }
+
+    async fn unregister_device(
+        &self,
+        request: Request<turbochat_protocol::link::UnregisterDeviceRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let unregistered =
+            crate::push::devices::unregister(self.store.as_ref(), &req.user_id, &req.token).await?;
+        json_reply(&unregistered)
     }
 
     async fn list_conversations(

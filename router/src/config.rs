@@ -25,6 +25,9 @@ pub struct Config {
     /// The Redis fallback bus (off unless `bus.redis_url` is set).
     #[serde(default)]
     pub bus: crate::bus::BusConfig,
+    /// Media uploads (a local directory unless configured).
+    #[serde(default)]
+    pub media: crate::media::MediaConfig,
 }
 
 /// `[router]`.

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod link;
+pub mod media;
 pub mod sessions;
 pub mod web;
 pub mod ws;
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +55,9 @@ pub enum RouterError {
     /// Gossip could not start.
     #[error("membership: {0}")]
     Membership(#[from] turbochat_cluster::membership::MembershipError),
+    /// `[media]` is unusable.
+    #[error("media: {0}")]
+    Media(#[from] media::MediaError),
 }
 
 /// Shared state of the router's handlers. Cheap to clone.
@@ -66,6 +70,7 @@ struct AppInner {
     verifier: Verifier,
     links: Links,
     sessions: Arc<Sessions>,
+    media: media::Media,
     limits: Limits,
     send_limiter: DefaultKeyedRateLimiter<String>,
     shutdown: CancellationToken,
@@ -98,6 +103,7 @@ pub async fn run(
     on_ready: impl FnOnce(&Listening),
 ) -> Result<(), RouterError> {
     let verifier = Verifier::from_config(&config.auth)?;
+    let media = media::Media::open(config.media.clone())?;
     let vnodes = config.router.vnodes;
     let ring = RingView::new(Ring::new(config.router.nodes.clone(), vnodes));
     let sessions = Arc::new(Sessions::default());
@@ -120,6 +126,7 @@ pub async fn run(
             verifier,
             links: links.clone(),
             sessions,
+            media,
             limits: config.limits.clone(),
             send_limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             shutdown: shutdown.clone(),
@@ -164,6 +171,13 @@ pub async fn run(
     let routes = axum::Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/history", get(http::history))
+        .route("/devices", axum::routing::put(http::devices::register))
+        .route(
+            "/devices/{token}",
+            axum::routing::delete(http::devices::unregister),
+        )
+        .route("/media", post(media::upload))
+        .route("/media/{conversation_id}/{name}", get(media::fetch))
         .route(
             "/conversations",
             get(http::list_conversations).post(http::create_conversation),
@@ -188,7 +202,7 @@ pub async fn run(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 // Path only: the query may carry a token, which is never logged.
                 |request: &axum::http::Request<_>| {
-                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+                    tracing::info_span!("http", method = %request.method(), path = %loggable_path(request.uri().path()))
                 },
             ),
         );
@@ -233,4 +247,26 @@ pub async fn run(
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// The request path as logged: a device token in `/devices/{token}` (a
+/// push credential) is replaced by `…`.
+fn loggable_path(path: &str) -> &str {
+    match path.strip_prefix("/devices/") {
+        Some(rest) if !rest.is_empty() => "/devices/…",
+        _ => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_tokens_stay_out_of_logs() {
+        assert_eq!(
+            super::loggable_path("/devices/fcm-secret-token"),
+            "/devices/…"
+        );
+        assert_eq!(super::loggable_path("/devices"), "/devices");
+        assert_eq!(super::loggable_path("/history"), "/history");
+    }
 }

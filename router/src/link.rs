@@ -146,6 +146,7 @@ impl Links {
 
     fn move_subscriptions(&self, ring: &turbochat_cluster::Ring) {
         let mut moved = 0usize;
+        let mut leaving = Vec::new();
         for session in self.inner.sessions.all() {
             if let Some(home) = ring.home_of(&session.user_id) {
                 if session.registered_home(&home.id) {
@@ -164,12 +165,7 @@ impl Links {
                 let Some((old_node, since)) = session.move_cursor(&conversation, &owner.id) else {
                     continue;
                 };
-                if let Some(old) = self.node(&old_node) {
-                    let _ = old.send(router_frame::Frame::Unsubscribe(Unsubscribe {
-                        session_id: session.id,
-                        conversation_id: conversation.to_string(),
-                    }));
-                }
+                leaving.push((old_node, session.id, conversation));
                 if let Some(new) = self.node(&owner.id) {
                     // If the new link is not up yet, its connect re-subscribes.
                     if let Some(frame) =
@@ -184,6 +180,43 @@ impl Links {
         if moved > 0 {
             tracing::info!(subscriptions = moved, "moved subscriptions to new owners");
             metrics::counter!("turbochat_router_subscriptions_moved_total").increment(moved as u64);
+        }
+        if !leaving.is_empty() {
+            tokio::spawn(self.clone().unsubscribe_later(leaving));
+        }
+    }
+
+    /// Drops moved subscriptions at their old owner, after a grace period.
+    ///
+    /// The old owner may still commit the batch it had in flight when the
+    /// ring changed, after the new owner has loaded the conversation: its
+    /// fan-out is then the only copy of those messages a live session gets
+    /// (the new owner learns of them only at its next write). Staying
+    /// subscribed there for a while costs at most duplicates, which the
+    /// cursors drop; an old owner that released the conversation has
+    /// dropped its subscribers already and ignores the unsubscribe.
+    async fn unsubscribe_later(self, leaving: Vec<(String, u64, ConversationId)>) {
+        tokio::select! {
+            _ = tokio::time::sleep(OLD_OWNER_GRACE) => {}
+            _ = self.inner.shutdown.cancelled() => return,
+        }
+        for (old_node, session_id, conversation) in leaving {
+            let back = self
+                .inner
+                .sessions
+                .get(session_id)
+                .and_then(|s| s.cursor(&conversation))
+                .is_some_and(|c| c.node == old_node);
+            if back {
+                // The subscription moved back meanwhile: keep it.
+                continue;
+            }
+            if let Some(old) = self.node(&old_node) {
+                let _ = old.send(router_frame::Frame::Unsubscribe(Unsubscribe {
+                    session_id,
+                    conversation_id: conversation.to_string(),
+                }));
+            }
         }
     }
 
@@ -467,6 +500,9 @@ impl Links {
     }
 }
 
+/// How long a moved subscription stays at its old owner (see
+/// [`Links::unsubscribe_later`]).
+const OLD_OWNER_GRACE: Duration = Duration::from_secs(5);
 /// Most redirects one frame may take while ring views converge.
 const MAX_REDIRECTS: u32 = 30;
 /// Most redirects of a subscribe (about a minute at one per pause).

@@ -12,10 +12,16 @@
 //! Fencing (guarantee 5): `messages` has a unique `(conversation_id, seq)`.
 //! A node that appends a seq another node already wrote gets
 //! [`AppendError::SeqTaken`] for that conversation and must reload its state.
+//!
+//! Push outbox (guarantee 6): `append` writes one `push_outbox` job per
+//! offline recipient in the message's transaction; push workers on every
+//! node claim due jobs with a lease ([`Store::claim_push_jobs`]) and finish
+//! them with the claim, so a job survives the crash of the node sending it.
 
 #![deny(missing_docs)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use turbochat_protocol::http::{ConversationKind, ConversationView, MessageView};
@@ -190,6 +196,31 @@ pub struct Device {
     pub updated_at: i64,
 }
 
+/// A push job a worker has claimed: one message for one recipient, whose
+/// devices each get it. The claim is a lease: unless the job is finished
+/// ([`Store::complete_push_job`], [`Store::fail_push_job`],
+/// [`Store::reschedule_push_job`]) before it ends, the job is due again and
+/// another worker may claim it (a node killed mid-send loses no job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushJob {
+    /// Row id.
+    pub id: i64,
+    /// This claim's token: finishing the job needs it, so a worker whose
+    /// lease ran out cannot overwrite the outcome of its successor.
+    pub claim: String,
+    /// Which attempt this claim is (1 for the first).
+    pub attempt: u32,
+    /// The recipient.
+    pub user_id: UserId,
+    /// The message to announce.
+    pub message: MessageView,
+    /// Device tokens already handled by earlier attempts (sent, pruned or
+    /// failed for good). The worker adds to it; finishing stores it.
+    pub done_tokens: Vec<String>,
+    /// When the job was queued (the message's commit time), unix ms.
+    pub created_at: i64,
+}
+
 /// The store of record. Every method is one transaction or one statement.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -279,6 +310,47 @@ pub trait Store: Send + Sync + 'static {
     /// Everyone who shares at least one conversation with `user` (not
     /// `user`), sorted, at most `limit`: who sees the user's presence.
     async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError>;
+
+    /// Removes a device token whoever it belongs to (FCM said it is dead).
+    /// Returns whether it existed.
+    async fn delete_device_token(&self, token: &str) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` push jobs that are due at `now` (unix ms),
+    /// oldest due first, for `lease`: until `now + lease` no other claim
+    /// returns them. Concurrent claims (other nodes) never return the same
+    /// job (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    /// Each claim counts as an attempt.
+    async fn claim_push_jobs(
+        &self,
+        now: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<PushJob>, StoreError>;
+
+    /// Marks a claimed job sent (done: every device handled). Returns
+    /// `false`, changing nothing, if the claim is no longer held.
+    async fn complete_push_job(&self, job: &PushJob) -> Result<bool, StoreError>;
+
+    /// Marks a claimed job failed for good with `reason`. Returns `false`,
+    /// changing nothing, if the claim is no longer held.
+    async fn fail_push_job(&self, job: &PushJob, reason: &str) -> Result<bool, StoreError>;
+
+    /// Releases a claimed job to be retried at `at` (unix ms), recording
+    /// `reason` and the job's `done_tokens`. Returns `false`, changing
+    /// nothing, if the claim is no longer held.
+    async fn reschedule_push_job(
+        &self,
+        job: &PushJob,
+        at: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` sent or failed jobs that finished before
+    /// `before` (unix ms); returns how many.
+    async fn purge_push_jobs(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Jobs not finished yet (due or leased or waiting for a retry).
+    async fn pending_push_jobs(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url` (`postgres://...` or `sqlite:...`), with a

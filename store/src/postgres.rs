@@ -19,8 +19,8 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use crate::sql::{
-    has_repeated_client_msg_id, impl_store_via_sql, inserted_view, is_unique_violation,
-    seq_to_store, Backend, SqlStore, WriteError,
+    claimed_job_columns, has_repeated_client_msg_id, impl_store_via_sql, inserted_view,
+    is_unique_violation, seq_to_store, Backend, SqlStore, WriteError,
 };
 use crate::{Appended, ConversationBatch, StoreError};
 
@@ -83,6 +83,19 @@ const FAST_INSERT: &str = "WITH ins AS ( \
 
 impl Backend for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+
+    /// `SKIP LOCKED`: concurrent workers each take rows nobody else is
+    /// claiming right now instead of queueing behind each other; a row
+    /// another claim just moved past `now` is re-checked and skipped.
+    const CLAIM_PUSH_JOBS: &'static str = concat!(
+        "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = $2, \
+             locked_until = $2, claim_token = $3 \
+         WHERE id IN (SELECT id FROM push_outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING ",
+        claimed_job_columns!()
+    );
 
     fn is_seq_conflict(err: &dyn DatabaseError) -> bool {
         is_unique_violation(err) && err.constraint() == Some(SEQ_CONSTRAINT)

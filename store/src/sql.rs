@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     AppendError, Appended, ConversationBatch, ConversationState, Device, NewConversation,
-    NewMessage, Participant, StoreError,
+    NewMessage, Participant, PushJob, StoreError,
 };
 
 /// Role of the participant who created a conversation (listed first).
@@ -98,6 +98,11 @@ pub(crate) trait Backend: Database {
 
     /// Rows an `INSERT`/`UPDATE`/`DELETE` touched.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Claims due push jobs: `$1` now, `$2` the lease's end, `$3` the claim
+    /// token, `$4` the most rows; returns [`ClaimedJobRow`] columns. Two
+    /// concurrent claims must never return the same row.
+    const CLAIM_PUSH_JOBS: &'static str;
 
     /// Writes every batch inside the open write transaction `conn`, as
     /// [`SqlStore::write_stepwise`] would. May answer `Ok(None)` ("this needs
@@ -328,6 +333,43 @@ const UPSERT_DEVICE: &str = "INSERT INTO user_devices \
 
 const DELETE_DEVICE: &str = "DELETE FROM user_devices WHERE user_id = $1 AND token = $2";
 
+const DELETE_DEVICE_TOKEN: &str = "DELETE FROM user_devices WHERE token = $1";
+
+/// Columns a claim returns (see [`Backend::CLAIM_PUSH_JOBS`]).
+macro_rules! claimed_job_columns {
+    () => {
+        "id, message_id, user_id, attempts, done_tokens, created_at"
+    };
+}
+pub(crate) use claimed_job_columns;
+
+/// Finishes a claimed job: `$3` status (`pending` to retry), `$4` when it
+/// finished or is due again, `$5` done tokens, `$6` the error, if any. For
+/// a finished job `next_attempt_at` is when it finished (what the purge
+/// goes by). Only the holder of the claim (`$2`) can.
+const FINISH_PUSH_JOB: &str = "UPDATE push_outbox SET status = $3, next_attempt_at = $4, \
+         locked_until = NULL, claim_token = NULL, done_tokens = $5, last_error = $6 \
+     WHERE id = $1 AND claim_token = $2 AND status = 'pending'";
+
+/// Whether any job is due (`$1` now): a read, so idle workers polling the
+/// outbox never take SQLite's write lock.
+const ANY_DUE_PUSH_JOB: &str = "SELECT COUNT(*) AS count FROM (SELECT 1 FROM push_outbox \
+     WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1) AS due";
+
+const PURGE_PUSH_JOBS: &str = "DELETE FROM push_outbox WHERE id IN (\
+         SELECT id FROM push_outbox \
+         WHERE status IN ('sent', 'failed') AND next_attempt_at < $1 LIMIT $2)";
+
+const COUNT_PENDING_PUSH_JOBS: &str =
+    "SELECT COUNT(*) AS count FROM push_outbox WHERE status = 'pending'";
+
+/// `status` of a job that is done.
+const PUSH_SENT: &str = "sent";
+/// `status` of a job that failed for good.
+const PUSH_FAILED: &str = "failed";
+/// `status` of a job waiting (or leased).
+const PUSH_PENDING: &str = "pending";
+
 // Rows.
 
 #[derive(FromRow)]
@@ -460,6 +502,21 @@ pub(crate) struct UserRow {
     user_id: String,
 }
 
+#[derive(FromRow)]
+pub(crate) struct CountRow {
+    count: i64,
+}
+
+#[derive(FromRow)]
+pub(crate) struct ClaimedJobRow {
+    id: i64,
+    message_id: DbUuid,
+    user_id: String,
+    attempts: i32,
+    done_tokens: String,
+    created_at: i64,
+}
+
 /// A pool and every store operation, for any [`Backend`].
 pub(crate) struct SqlStore<DB: Database> {
     pub(crate) pool: Pool<DB>,
@@ -483,6 +540,8 @@ where
     for<'r> ConversationListRow: FromRow<'r, DB::Row>,
     for<'r> DeviceRow: FromRow<'r, DB::Row>,
     for<'r> UserRow: FromRow<'r, DB::Row>,
+    for<'r> ClaimedJobRow: FromRow<'r, DB::Row>,
+    for<'r> CountRow: FromRow<'r, DB::Row>,
 {
     /// Wraps a pool whose schema is (or will be) migrated.
     pub(crate) fn new(pool: Pool<DB>) -> Self {
@@ -915,6 +974,158 @@ where
             })
             .collect())
     }
+    /// See [`crate::Store::delete_device_token`].
+    pub(crate) async fn delete_device_token(&self, token: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(DELETE_DEVICE_TOKEN)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// See [`crate::Store::claim_push_jobs`]: one statement claims the rows
+    /// ([`Backend::CLAIM_PUSH_JOBS`]), one more reads their messages.
+    pub(crate) async fn claim_push_jobs(
+        &self,
+        now: i64,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let CountRow { count: due } = sqlx::query_as(ANY_DUE_PUSH_JOB)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        if due == 0 {
+            return Ok(Vec::new());
+        }
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let claim = Uuid::new_v4().to_string();
+        let mut rows: Vec<ClaimedJobRow> = sqlx::query_as(DB::CLAIM_PUSH_JOBS)
+            .bind(now)
+            .bind(now.saturating_add(lease_ms.max(1)))
+            .bind(claim.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        rows.sort_by_key(|row| row.id);
+        let ids: Vec<DbUuid> = rows.iter().map(|row| row.message_id).collect();
+        let messages: Vec<MessageRow> = self
+            .select_in(
+                concat!("SELECT ", message_columns!(), " FROM messages WHERE id IN"),
+                "",
+                &ids,
+            )
+            .await?;
+        // Several jobs (recipients) may share a message.
+        let messages: std::collections::HashMap<Uuid, MessageView> = messages
+            .into_iter()
+            .map(|row| MessageView::try_from(row).map(|m| (m.message_id, m)))
+            .collect::<Result<_, _>>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let attempt = u32::try_from(row.attempts)
+                .map_err(|_| StoreError::Corrupt(format!("push job {} attempts", row.id)))?;
+            let done_tokens: Vec<String> = serde_json::from_str(&row.done_tokens).map_err(|e| {
+                StoreError::Corrupt(format!("push job {} done_tokens: {e}", row.id))
+            })?;
+            let Some(message) = messages.get(&row.message_id.0).cloned() else {
+                // The message is gone (the row cascades away with it; this
+                // is the race with its deletion): nothing left to announce.
+                sqlx::query(FINISH_PUSH_JOB)
+                    .bind(row.id)
+                    .bind(claim.as_str())
+                    .bind(PUSH_FAILED)
+                    .bind(now)
+                    .bind(row.done_tokens.as_str())
+                    .bind(Some("message no longer exists"))
+                    .execute(&self.pool)
+                    .await?;
+                continue;
+            };
+            jobs.push(PushJob {
+                id: row.id,
+                claim: claim.clone(),
+                attempt,
+                user_id: row.user_id,
+                message,
+                done_tokens,
+                created_at: row.created_at,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Writes the outcome of a claimed job; `false` if the claim is lost.
+    pub(crate) async fn finish_push_job(
+        &self,
+        job: &PushJob,
+        status: &str,
+        at: i64,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done_tokens = serde_json::to_string(&job.done_tokens)
+            .map_err(|e| StoreError::Corrupt(format!("done_tokens: {e}")))?;
+        let done = sqlx::query(FINISH_PUSH_JOB)
+            .bind(job.id)
+            .bind(job.claim.as_str())
+            .bind(status)
+            .bind(at)
+            .bind(done_tokens.as_str())
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// See [`crate::Store::complete_push_job`].
+    pub(crate) async fn complete_push_job(&self, job: &PushJob) -> Result<bool, StoreError> {
+        self.finish_push_job(job, PUSH_SENT, now_ms(), None).await
+    }
+
+    /// See [`crate::Store::fail_push_job`].
+    pub(crate) async fn fail_push_job(
+        &self,
+        job: &PushJob,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.finish_push_job(job, PUSH_FAILED, now_ms(), Some(reason))
+            .await
+    }
+
+    /// See [`crate::Store::reschedule_push_job`].
+    pub(crate) async fn reschedule_push_job(
+        &self,
+        job: &PushJob,
+        at: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.finish_push_job(job, PUSH_PENDING, at, Some(reason))
+            .await
+    }
+
+    /// See [`crate::Store::purge_push_jobs`].
+    pub(crate) async fn purge_push_jobs(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(PURGE_PUSH_JOBS)
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// See [`crate::Store::pending_push_jobs`].
+    pub(crate) async fn pending_push_jobs(&self) -> Result<u64, StoreError> {
+        let CountRow { count } = sqlx::query_as(COUNT_PENDING_PUSH_JOBS)
+            .fetch_one(&self.pool)
+            .await?;
+        u64::try_from(count).map_err(|_| StoreError::Corrupt(format!("pending count {count}")))
+    }
 }
 
 /// Implements [`crate::Store`] for a type with a `sql: SqlStore<_>` field and
@@ -1015,6 +1226,55 @@ macro_rules! impl_store_via_sql {
                 limit: u32,
             ) -> Result<Vec<turbochat_protocol::ids::UserId>, $crate::StoreError> {
                 self.sql.contacts(user, limit).await
+            }
+
+            async fn delete_device_token(&self, token: &str) -> Result<bool, $crate::StoreError> {
+                self.sql.delete_device_token(token).await
+            }
+
+            async fn claim_push_jobs(
+                &self,
+                now: i64,
+                limit: u32,
+                lease: std::time::Duration,
+            ) -> Result<Vec<$crate::PushJob>, $crate::StoreError> {
+                self.sql.claim_push_jobs(now, limit, lease).await
+            }
+
+            async fn complete_push_job(
+                &self,
+                job: &$crate::PushJob,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.complete_push_job(job).await
+            }
+
+            async fn fail_push_job(
+                &self,
+                job: &$crate::PushJob,
+                reason: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.fail_push_job(job, reason).await
+            }
+
+            async fn reschedule_push_job(
+                &self,
+                job: &$crate::PushJob,
+                at: i64,
+                reason: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.reschedule_push_job(job, at, reason).await
+            }
+
+            async fn purge_push_jobs(
+                &self,
+                before: i64,
+                limit: u32,
+            ) -> Result<u64, $crate::StoreError> {
+                self.sql.purge_push_jobs(before, limit).await
+            }
+
+            async fn pending_push_jobs(&self) -> Result<u64, $crate::StoreError> {
+                self.sql.pending_push_jobs().await
             }
         }
     };

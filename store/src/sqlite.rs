@@ -20,7 +20,9 @@ use sqlx::sqlite::{
 };
 use sqlx::Sqlite;
 
-use crate::sql::{impl_store_via_sql, is_unique_violation, Backend, SqlStore, WriteError};
+use crate::sql::{
+    claimed_job_columns, impl_store_via_sql, is_unique_violation, Backend, SqlStore, WriteError,
+};
 use crate::{Appended, ConversationBatch, StoreError};
 
 /// How long a connection waits for another one's write lock.
@@ -80,6 +82,18 @@ impl_store_via_sql!(SqliteStore);
 
 impl Backend for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    /// One statement: it holds SQLite's single write lock from the select
+    /// to the update, so two claims (two nodes on one file) never overlap.
+    const CLAIM_PUSH_JOBS: &'static str = concat!(
+        "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = $2, \
+             locked_until = $2, claim_token = $3 \
+         WHERE id IN (SELECT id FROM push_outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $4) \
+         RETURNING ",
+        claimed_job_columns!()
+    );
 
     fn is_seq_conflict(err: &dyn DatabaseError) -> bool {
         is_unique_violation(err) && err.message().contains(SEQ_CONFLICT_COLUMNS)

@@ -23,7 +23,7 @@ use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::MessageKind;
 use turbochat_store::{
     AppendError, Appended, ConversationBatch, ConversationState, Device, NewConversation,
-    NewMessage, Store, StoreError, Writer, WriterConfig,
+    NewMessage, PushJob, Store, StoreError, Writer, WriterConfig,
 };
 use uuid::Uuid;
 
@@ -82,6 +82,17 @@ impl TestDb {
                 created_at: r.7,
             })
             .collect()
+    }
+
+    /// A push job's `(status, attempts, last_error, done_tokens)`.
+    async fn push_job(&self, id: i64) -> (String, i64, Option<String>, String) {
+        const SQL: &str = "SELECT status, CAST(attempts AS BIGINT), last_error, done_tokens \
+             FROM push_outbox WHERE id = $1";
+        match &self.raw {
+            Raw::Sqlite(pool) => sqlx::query_as(SQL).bind(id).fetch_one(pool).await,
+            Raw::Postgres(pool) => sqlx::query_as(SQL).bind(id).fetch_one(pool).await,
+        }
+        .expect("read push job")
     }
 
     /// Rows in `messages`.
@@ -245,6 +256,12 @@ store_suite!(
     unread_count_is_capped,
     mark_read_moves_forward_only,
     devices_upsert_move_and_delete,
+    device_tokens_are_pruned_whoever_has_them,
+    push_jobs_are_claimed_once_and_finished_with_the_claim,
+    push_job_lease_expiry_lets_another_worker_take_it,
+    push_job_reschedule_keeps_done_tokens,
+    concurrent_claims_never_share_a_push_job,
+    finished_push_jobs_are_purged,
     contacts_are_everyone_sharing_a_conversation,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
@@ -925,6 +942,208 @@ async fn mark_read_moves_forward_only(db: TestDb) {
     assert!(!store.mark_read(Uuid::new_v4(), ALICE, 7).await.unwrap());
 }
 
+async fn device_tokens_are_pruned_whoever_has_them(db: TestDb) {
+    let store = db.store.as_ref();
+    store.upsert_device(ALICE, "android", "dead").await.unwrap();
+    store.upsert_device(ALICE, "ios", "alive").await.unwrap();
+    // The token moved to bob; FCM then says it is dead: it goes.
+    store.upsert_device(BOB, "android", "dead").await.unwrap();
+    assert!(store.delete_device_token("dead").await.unwrap());
+    assert!(!store.delete_device_token("dead").await.unwrap());
+    assert!(store.devices_of(&[BOB.into()]).await.unwrap().is_empty());
+    let alice: Vec<String> = store
+        .devices_of(&[ALICE.into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.token)
+        .collect();
+    assert_eq!(alice, ["alive"]);
+}
+
+/// A conversation of alice, bob and carol with one message from alice that
+/// queues a push job for bob and one for carol (created at 1 000).
+async fn message_with_push_jobs(store: &dyn Store) -> (ConversationId, MessageView) {
+    let id = group(store, &[ALICE, BOB, CAROL], 1).await;
+    let mut hello = message(ALICE, "a1", 1_000);
+    hello.push_to = vec![BOB.into(), CAROL.into()];
+    let appended = append_ok(store, batch(id, 1, vec![hello])).await;
+    (id, inserted(&appended[0]).clone())
+}
+
+const LEASE: Duration = Duration::from_millis(1_000);
+
+async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
+    let store = db.store.as_ref();
+    let (_, hello) = message_with_push_jobs(store).await;
+    assert_eq!(store.pending_push_jobs().await.unwrap(), 2);
+
+    // Not due before the message was committed.
+    assert!(store
+        .claim_push_jobs(999, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    let jobs = store.claim_push_jobs(1_000, 10, LEASE).await.unwrap();
+    let users: Vec<&str> = jobs.iter().map(|j| j.user_id.as_str()).collect();
+    assert_eq!(users, [BOB, CAROL]);
+    for job in &jobs {
+        assert_eq!(job.message, hello);
+        assert_eq!(job.attempt, 1);
+        assert!(job.done_tokens.is_empty());
+        assert_eq!(job.created_at, 1_000);
+    }
+    // Leased: nobody else gets them, even with a bigger limit.
+    assert!(store
+        .claim_push_jobs(1_999, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let (mut bob, carol) = (jobs[0].clone(), jobs[1].clone());
+    bob.done_tokens = vec!["bob-phone".into()];
+    assert!(store.complete_push_job(&bob).await.unwrap());
+    assert!(store
+        .fail_push_job(&carol, "SENDER_ID_MISMATCH")
+        .await
+        .unwrap());
+    // Finished: the claim is spent.
+    assert!(!store.complete_push_job(&bob).await.unwrap());
+    assert!(!store
+        .reschedule_push_job(&carol, 5_000, "late")
+        .await
+        .unwrap());
+
+    let (status, attempts, error, done) = db.push_job(bob.id).await;
+    assert_eq!((status.as_str(), attempts, error), ("sent", 1, None));
+    assert_eq!(done, r#"["bob-phone"]"#);
+    let (status, _, error, _) = db.push_job(carol.id).await;
+    assert_eq!(status, "failed");
+    assert_eq!(error.as_deref(), Some("SENDER_ID_MISMATCH"));
+
+    // Finished jobs are never claimed again, however late.
+    assert!(store
+        .claim_push_jobs(i64::MAX / 2, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.pending_push_jobs().await.unwrap(), 0);
+}
+
+async fn push_job_lease_expiry_lets_another_worker_take_it(db: TestDb) {
+    let store = db.store.as_ref();
+    let other = db.open_again().await;
+    message_with_push_jobs(store).await;
+
+    // The first worker claims one job and dies (never finishes it).
+    let dead = store.claim_push_jobs(1_000, 1, LEASE).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].user_id, BOB);
+    // Another node sees only the other job until the lease ends.
+    let jobs = other.claim_push_jobs(1_999, 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].user_id, CAROL);
+    assert!(other.complete_push_job(&jobs[0]).await.unwrap());
+    assert!(other
+        .claim_push_jobs(1_999, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let retaken = other.claim_push_jobs(2_000, 10, LEASE).await.unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].id, dead[0].id);
+    assert_eq!(retaken[0].attempt, 2, "the lost claim counts as an attempt");
+    assert_ne!(retaken[0].claim, dead[0].claim);
+
+    // The first worker comes back late: its claim no longer holds.
+    assert!(!store.complete_push_job(&dead[0]).await.unwrap());
+    assert!(!store.fail_push_job(&dead[0], "late").await.unwrap());
+    assert_eq!(db.push_job(dead[0].id).await.0, "pending");
+    assert!(other.complete_push_job(&retaken[0]).await.unwrap());
+    assert_eq!(db.push_job(dead[0].id).await.0, "sent");
+}
+
+async fn push_job_reschedule_keeps_done_tokens(db: TestDb) {
+    let store = db.store.as_ref();
+    message_with_push_jobs(store).await;
+    let mut jobs = store.claim_push_jobs(1_000, 1, LEASE).await.unwrap();
+    let mut job: PushJob = jobs.remove(0);
+    job.done_tokens = vec!["phone".into(), "tablet".into()];
+    assert!(store
+        .reschedule_push_job(&job, 1_500, "UNAVAILABLE (503)")
+        .await
+        .unwrap());
+    let (status, attempts, error, _) = db.push_job(job.id).await;
+    assert_eq!(status, "pending");
+    assert_eq!(attempts, 1);
+    assert_eq!(error.as_deref(), Some("UNAVAILABLE (503)"));
+    assert_eq!(store.pending_push_jobs().await.unwrap(), 2);
+
+    // Due again at 1 500, not before (carol's untouched job is due now).
+    let now = store.claim_push_jobs(1_499, 10, LEASE).await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, job.id);
+    let again = store.claim_push_jobs(1_500, 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, job.id);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].done_tokens, ["phone", "tablet"]);
+}
+
+async fn concurrent_claims_never_share_a_push_job(db: TestDb) {
+    let store = db.store.clone();
+    let id = group(store.as_ref(), &[ALICE, BOB], 1).await;
+    let messages = (0..60)
+        .map(|i| {
+            let mut m = message(ALICE, &format!("m{i}"), 1_000);
+            m.push_to = vec![BOB.into()];
+            m
+        })
+        .collect();
+    append_ok(store.as_ref(), batch(id, 1, messages)).await;
+
+    let stores = [store, db.open_again().await, db.open_again().await];
+    let workers = stores.into_iter().map(|store| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = store.claim_push_jobs(1_000, 7, LEASE).await.unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                for job in jobs {
+                    assert!(store.complete_push_job(&job).await.unwrap());
+                    mine.push(job.id);
+                }
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for worker in workers.collect::<Vec<_>>() {
+        all.extend(worker.await.unwrap());
+    }
+    let claimed = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(claimed, 60, "every job claimed once");
+    assert_eq!(all.len(), 60);
+}
+
+async fn finished_push_jobs_are_purged(db: TestDb) {
+    let store = db.store.as_ref();
+    message_with_push_jobs(store).await;
+    let jobs = store.claim_push_jobs(1_000, 1, LEASE).await.unwrap();
+    assert!(store.complete_push_job(&jobs[0]).await.unwrap());
+    // Only finished jobs older than the cut-off go; the pending one stays.
+    assert_eq!(store.purge_push_jobs(1_000, 100).await.unwrap(), 0);
+    assert_eq!(store.purge_push_jobs(i64::MAX, 100).await.unwrap(), 1);
+    let left = db.outbox().await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, "pending");
+    assert_eq!(store.pending_push_jobs().await.unwrap(), 1);
+}
+
 async fn contacts_are_everyone_sharing_a_conversation(db: TestDb) {
     let store = db.store.as_ref();
     group(store, &[ALICE, BOB], 1_000).await;
@@ -1124,6 +1343,37 @@ impl Store for Recorder {
 
     async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError> {
         self.inner.contacts(user, limit).await
+    }
+    async fn delete_device_token(&self, token: &str) -> Result<bool, StoreError> {
+        self.inner.delete_device_token(token).await
+    }
+    async fn claim_push_jobs(
+        &self,
+        now: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        self.inner.claim_push_jobs(now, limit, lease).await
+    }
+    async fn complete_push_job(&self, job: &PushJob) -> Result<bool, StoreError> {
+        self.inner.complete_push_job(job).await
+    }
+    async fn fail_push_job(&self, job: &PushJob, reason: &str) -> Result<bool, StoreError> {
+        self.inner.fail_push_job(job, reason).await
+    }
+    async fn reschedule_push_job(
+        &self,
+        job: &PushJob,
+        at: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.reschedule_push_job(job, at, reason).await
+    }
+    async fn purge_push_jobs(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.purge_push_jobs(before, limit).await
+    }
+    async fn pending_push_jobs(&self) -> Result<u64, StoreError> {
+        self.inner.pending_push_jobs().await
     }
 }
 

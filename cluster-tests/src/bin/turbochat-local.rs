@@ -202,6 +202,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("  Browser client:  http://{router}/");
+    for user in ["alice", "bob"] {
+        let token = local.token(user)?;
+        println!("    sign in as {user:<6} http://{router}/#/login?token={token}");
+    }
     println!("  WebSocket:       ws://{router}/ws?token=<JWT>");
     println!("  Cluster view:    http://{router}/cluster");
     println!("  Logs:            {}", local.logs.display());

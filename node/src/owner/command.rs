@@ -63,10 +63,15 @@ pub enum Command {
         /// The router's link id.
         link_id: u64,
     },
-    /// This node no longer owns the conversation (ring change, or the
-    /// cluster declared us down): finish the in-flight batch, redirect
-    /// queued sends, drop subscribers and state, stop.
+    /// This node no longer owns the conversation (ring change): finish the
+    /// in-flight batch, redirect queued sends, drop subscribers and state,
+    /// stop.
     Release,
+    /// The ring changed and we kept the conversation, or the cluster
+    /// declared us down: another node may have written it meanwhile. Read
+    /// what it wrote and fan it out to our subscribers, who would otherwise
+    /// wait for our next write to notice.
+    CatchUp,
 }
 
 /// A `send` on its way to the store.

@@ -68,6 +68,9 @@ struct State {
     recent: VecDeque<(Seq, Bytes)>,
     links: HashMap<u64, LinkSubscribers>,
     queued: Vec<SendCommand>,
+    /// Whether a batch of ours is being written (its seqs are then in the
+    /// store before we know it: a catch-up must not run meanwhile).
+    writing: bool,
     reloads: u32,
     /// Read cursors moved in memory but not yet written (coalesced).
     unflushed_reads: HashMap<UserId, Seq>,
@@ -95,6 +98,7 @@ impl State {
             recent: VecDeque::new(),
             links: HashMap::new(),
             queued: Vec::new(),
+            writing: false,
             reloads: 0,
             unflushed_reads: HashMap::new(),
             flush_at: None,
@@ -338,6 +342,7 @@ impl Owner {
                 Command::Unsubscribe { .. }
                 | Command::Refresh
                 | Command::Release
+                | Command::CatchUp
                 | Command::LinkLost { .. } => {}
             }
         }
@@ -390,6 +395,15 @@ impl Owner {
                 active,
             } => self.typing(state, link, session_id, user_id, active),
             Command::Release => {}
+            Command::CatchUp => {
+                // With a batch of ours in flight its outcome tells: it
+                // commits only if nobody wrote past us, else it catches up.
+                if !state.writing {
+                    if let Err(err) = self.catch_up(state).await {
+                        tracing::warn!(%err, "cannot catch up after a ring change");
+                    }
+                }
+            }
             Command::LinkLost { link_id } => {
                 if let Some(subs) = state.links.get(&link_id) {
                     let sessions: Vec<u64> = subs.sessions.keys().copied().collect();
@@ -475,6 +489,7 @@ impl Owner {
     fn start_batch(&self, state: &mut State) -> Inflight {
         let sends = std::mem::take(&mut state.queued);
         self.queued_sends.fetch_sub(sends.len(), Ordering::AcqRel);
+        state.writing = true;
         let created_at = now_ms();
         let push_enabled = self.owners.config().push_enabled;
         let messages = sends
@@ -506,7 +521,14 @@ impl Owner {
         })
     }
 
-    /// Participants other than the sender, not muted, with no session here.
+    /// Who gets a push for a message from `sender`: every participant but
+    /// the sender, not muted, with no live session subscribed to this
+    /// conversation. That is the cluster's own knowledge, not a guess:
+    /// every router subscribes its sessions at the conversation's single
+    /// owner (this task), so `state.links` holds every session in the
+    /// cluster that the message will reach. A session behind a router link
+    /// that is down counts as gone (its router may be dead): a push too
+    /// many beats a missed one.
     fn offline_recipients(&self, state: &State, sender: &str) -> Vec<UserId> {
         state
             .participants
@@ -517,13 +539,24 @@ impl Owner {
     }
 
     async fn finish_batch(&mut self, state: &mut State, (sends, result): BatchResult) {
+        state.writing = false;
         match result {
             Ok(Ok(appended)) => {
                 state.reloads = 0;
                 for (send, outcome) in sends.into_iter().zip(appended) {
                     match outcome {
+                        Appended::Inserted(message) if message.seq <= state.committed => {
+                            // Cannot happen while catch-ups wait for our
+                            // batches; if it does, the message was already
+                            // fanned out: ack only.
+                            tracing::error!(
+                                seq = message.seq,
+                                committed = state.committed,
+                                "own write already seen as committed"
+                            );
+                            self.ack(&send, &message);
+                        }
                         Appended::Inserted(message) => {
-                            debug_assert_eq!(message.seq, state.committed + 1);
                             state.committed = message.seq;
                             metrics::histogram!("turbochat_send_commit_seconds")
                                 .record(send.received_at.elapsed().as_secs_f64());
@@ -586,6 +619,8 @@ impl Owner {
     }
 
     /// Reads what other writers committed after our last seq and fans it out.
+    /// Never called with a batch of ours in flight (`state.writing`): its
+    /// rows would be taken for another writer's.
     async fn catch_up(&self, state: &mut State) -> Result<(), StoreError> {
         loop {
             let page = self
@@ -663,9 +698,14 @@ impl Owner {
             return;
         }
         // Our committed seq can be stale if another node wrote meanwhile
-        // (we were frozen or cut off): catch up before answering.
-        if let Err(err) = self.catch_up(state).await {
-            tracing::warn!(%err, "cannot check the store before a subscribe");
+        // (we were frozen or cut off): catch up before answering. With a
+        // batch of ours in flight, its outcome tells instead: it commits
+        // (we were current, and the new subscriber gets its fan-out) or
+        // finds its seq taken, and then catches up.
+        if !state.writing {
+            if let Err(err) = self.catch_up(state).await {
+                tracing::warn!(%err, "cannot check the store before a subscribe");
+            }
         }
         if let Some(since) = since {
             match self.replay(state, &link, session_id, since).await {
@@ -684,6 +724,7 @@ impl Owner {
                 }
             }
         }
+        tracing::debug!(session_id, router = %link.router_id(), ?since, last_seq = state.committed, "session subscribed");
         let subscribed = ServerFrame::Subscribed {
             conversation_id: self.id,
             last_seq: state.committed,

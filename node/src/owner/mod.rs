@@ -95,6 +95,7 @@ impl Owners {
             Command::Unsubscribe { .. }
                 | Command::Refresh
                 | Command::Release
+                | Command::CatchUp
                 | Command::LinkLost { .. }
         );
         let mut command = command;
@@ -148,6 +149,16 @@ impl Owners {
             }
         }
         doomed.len()
+    }
+
+    /// Asks every running owner task to catch up with the store (see
+    /// [`Command::CatchUp`]). Returns how many.
+    pub fn catch_up_all(&self) -> usize {
+        let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
+        for mailbox in &mailboxes {
+            let _ = mailbox.tx.send(Command::CatchUp);
+        }
+        mailboxes.len()
     }
 
     /// Number of conversations with a live owner task.

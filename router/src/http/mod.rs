@@ -19,6 +19,8 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::App;
 
+pub mod devices;
+
 /// An HTTP error with a stable code.
 #[derive(Debug)]
 pub struct ApiError {
@@ -28,7 +30,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -36,11 +38,11 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     }
 
-    fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,

@@ -1,0 +1,89 @@
+//! The bench's smoke mode, as CI runs it: the real binary against the floor
+//! and turbochat 1 node + 1 router on PostgreSQL, tiny numbers. It must
+//! produce figures for both systems with nothing lost, so the instrument
+//! cannot rot unnoticed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn smoke_produces_figures_with_nothing_lost() {
+    let results = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_turbochat-bench"))
+        .args(["smoke", "--results-dir"])
+        .arg(results.path())
+        .output()
+        .expect("turbochat-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "smoke failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    eprintln!("{stdout}");
+    eprintln!("smoke took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "smoke too slow"
+    );
+
+    let files: Vec<_> = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "one JSON result: {files:?}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(report["mode"], "smoke");
+    let systems = report["systems"].as_array().expect("systems");
+    let names: Vec<&str> = systems
+        .iter()
+        .filter_map(|s| s["system"].as_str())
+        .collect();
+    assert_eq!(names, ["floor", "turbochat-1n1r"]);
+    for system in systems {
+        let name = &system["system"];
+        let phase = &system["phases"][0];
+        let sent = phase["sent"].as_u64().unwrap();
+        assert!(sent > 0, "{name}: nothing sent");
+        assert_eq!(
+            phase["acked"].as_u64(),
+            Some(sent),
+            "{name}: every send acked"
+        );
+        assert!(
+            phase["delivered"].as_u64().unwrap() > 0,
+            "{name}: nothing delivered"
+        );
+        assert_eq!(
+            phase["delivered"], phase["expected_deliveries"],
+            "{name}: every delivery arrived"
+        );
+        assert_eq!(phase["lost"], 0, "{name}: lost");
+        assert_eq!(phase["duplicated"], 0, "{name}: duplicated");
+        let latency = &phase["latency"];
+        assert_eq!(
+            latency["count"], phase["delivered"],
+            "{name}: a latency per delivery"
+        );
+        for key in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
+            assert!(
+                latency[key].as_f64().unwrap() > 0.0,
+                "{name}: {key} recorded"
+            );
+        }
+        assert!(phase["delivered_per_sec"].as_f64().unwrap() > 0.0);
+        let memory = &system["memory"];
+        assert!(memory["total_per_connection_bytes"].as_f64().unwrap() > 0.0);
+        assert!(memory["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["rss_kib"].as_u64().unwrap() > 0));
+    }
+    assert!(stdout.contains("latency p99 ms"), "the table is printed");
+}

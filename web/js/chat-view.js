@@ -1,0 +1,434 @@
+// One open conversation: header, messages (with older pages on scroll),
+// typing line, composer. Marks messages read as they scroll into view.
+
+import { h, fill, reconcile, shortTime, longTime } from './dom.js';
+
+/** The server's default `owner.max_body_chars`; the server has the final
+ * word (it may be configured lower), so going over only warns. */
+const BODY_LIMIT = 4000;
+/** A message is "seen" once this much of it is on screen. */
+const SEEN_RATIO = 0.6;
+
+/** Drafts survive switching conversations (not reloads). */
+const drafts = new Map();
+
+export class ChatView {
+  /**
+   * @param {import('./client.js').ChatClient} client
+   * @param {string} id conversation id
+   */
+  constructor(client, id) {
+    this.client = client;
+    this.id = id;
+    this.conversation = client.open(id);
+    this.stickToBottom = true;
+    /** Seqs of others' messages on screen now. */
+    this.visible = new Set();
+    /** Newest seq seen on screen while the page was visible, not yet marked read. */
+    this.seenMax = 0;
+    this.readTimer = null;
+
+    this.title = h('h2', { id: 'chat-title', class: 'chat-title' });
+    this.subtitle = h('p', { class: 'chat-sub' });
+    this.avatar = h('span', { class: 'avatar', 'aria-hidden': 'true' });
+    this.olderButton = h(
+      'button',
+      { type: 'button', class: 'link', onclick: () => this.loadOlder() },
+      'Load older messages',
+    );
+    this.older = h('div', { class: 'older' });
+    this.list = h('ol', { class: 'messages' });
+    this.log = h('div', { class: 'log', role: 'log', 'aria-label': 'Messages' }, this.list);
+    this.scroller = h(
+      'div',
+      { class: 'scroller', tabindex: '0', 'aria-label': 'Message history' },
+      this.older,
+      this.log,
+    );
+    this.notice = h('p', { class: 'chat-notice', role: 'alert' });
+    this.typingLine = h('p', { class: 'typing', 'aria-live': 'polite', 'data-testid': 'typing' });
+    this.input = h('textarea', {
+      id: 'composer-input',
+      name: 'body',
+      rows: 1,
+      placeholder: 'Write a message',
+      autocomplete: 'off',
+      'aria-describedby': 'composer-hint',
+      oninput: () => this.onInput(),
+      onkeydown: (event) => {
+        if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          this.submit();
+        }
+      },
+      onblur: () => this.client.typing(this.id, false),
+    });
+    this.input.value = drafts.get(id) ?? '';
+    this.counter = h('span', { class: 'counter', 'aria-live': 'polite' });
+    this.hint = h('p', { id: 'composer-hint', class: 'composer-hint' });
+    this.sendButton = h('button', { type: 'submit', class: 'primary send' }, 'Send');
+    this.fileInput = h('input', {
+      type: 'file',
+      id: 'composer-photo',
+      accept: 'image/jpeg,image/png,image/gif,image/webp',
+      class: 'visually-hidden',
+      onchange: () => this.attach(),
+    });
+    this.attachButton = h(
+      'label',
+      { for: 'composer-photo', class: 'attach', title: 'Send a photo', role: 'button', tabindex: '0',
+        onkeydown: (event) => {
+          if (event.key === 'Enter' || event.key === ' ') {
+            event.preventDefault();
+            this.fileInput.click();
+          }
+        } },
+      h('span', { 'aria-hidden': 'true' }, '+'),
+      h('span', { class: 'visually-hidden' }, 'Send a photo'),
+    );
+    this.composer = h(
+      'form',
+      {
+        class: 'composer',
+        onsubmit: (event) => {
+          event.preventDefault();
+          this.submit();
+        },
+      },
+      h('label', { for: 'composer-input', class: 'visually-hidden' }, 'Message'),
+      this.fileInput,
+      this.attachButton,
+      this.input,
+      this.sendButton,
+      h('div', { class: 'composer-foot' }, this.hint, this.counter),
+    );
+    this.el = h(
+      'section',
+      { class: 'chat', 'aria-labelledby': 'chat-title', dataset: { conversationId: id } },
+      h(
+        'header',
+        { class: 'chat-header' },
+        h(
+          'a',
+          { href: '#/', class: 'back', 'aria-label': 'Back to chats' },
+          h('span', { 'aria-hidden': 'true' }, '‹'),
+        ),
+        this.avatar,
+        h('div', { class: 'chat-heading' }, this.title, this.subtitle),
+      ),
+      this.scroller,
+      this.notice,
+      this.typingLine,
+      this.composer,
+    );
+
+    // Messages from others count as read once they are actually on screen
+    // while the page is visible.
+    this.seen = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) {
+          const seq = Number(entry.target.dataset.seq);
+          if (entry.isIntersecting && entry.intersectionRatio >= SEEN_RATIO) {
+            this.visible.add(seq);
+            if (document.visibilityState === 'visible') this.seenMax = Math.max(this.seenMax, seq);
+          } else {
+            this.visible.delete(seq);
+          }
+        }
+        this.scheduleRead();
+      },
+      { root: this.scroller, threshold: [0, SEEN_RATIO, 1] },
+    );
+    // The top of the list coming into view loads the previous page.
+    this.topWatcher = new IntersectionObserver(
+      (entries) => {
+        if (entries.some((e) => e.isIntersecting) && this.ready) this.loadOlder();
+      },
+      { root: this.scroller, rootMargin: '200px 0px 0px 0px' },
+    );
+    this.topWatcher.observe(this.older);
+    this.onVisibility = () => this.scheduleRead();
+    document.addEventListener('visibilitychange', this.onVisibility);
+    this.scroller.addEventListener('scroll', () => {
+      this.stickToBottom = this.atBottom();
+    }, { passive: true });
+  }
+
+  focus() {
+    this.input.focus();
+  }
+
+  destroy() {
+    this.client.typing(this.id, false);
+    this.seen.disconnect();
+    this.topWatcher.disconnect();
+    clearTimeout(this.readTimer);
+    document.removeEventListener('visibilitychange', this.onVisibility);
+  }
+
+  atBottom() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 48;
+  }
+
+  loadOlder() {
+    const c = this.conversation;
+    if (c.loadingOlder || (c.historyLoaded && c.nextBeforeSeq === null)) return;
+    this.client.loadHistory(this.id);
+  }
+
+  onInput() {
+    const value = this.input.value;
+    drafts.set(this.id, value);
+    this.client.typing(this.id, value.trim() !== '');
+    this.renderComposer();
+  }
+
+  submit() {
+    const body = this.input.value;
+    if (!body.trim() || this.conversation.error) return;
+    this.client.send(this.id, body);
+    this.input.value = '';
+    drafts.delete(this.id);
+    this.stickToBottom = true;
+    this.renderComposer();
+    this.input.focus();
+  }
+
+  /** Uploads the chosen photo and sends it, with the composer's text as
+   * caption. Upload needs the connection; a refusal says why. */
+  async attach() {
+    const file = this.fileInput.files?.[0];
+    this.fileInput.value = '';
+    if (!file || this.conversation.error) return;
+    const caption = this.input.value.trim();
+    this.attachButton.classList.add('busy');
+    this.uploadError = '';
+    try {
+      await this.client.sendMedia(this.id, file, caption);
+      if (caption) {
+        this.input.value = '';
+        drafts.delete(this.id);
+      }
+      this.stickToBottom = true;
+    } catch (err) {
+      this.uploadError = `Photo not sent: ${err.message}`;
+    }
+    this.attachButton.classList.remove('busy');
+    this.render();
+  }
+
+  scheduleRead() {
+    if (this.readTimer) return;
+    this.readTimer = setTimeout(() => {
+      this.readTimer = null;
+      if (document.visibilityState !== 'visible') return;
+      // Whatever was on screen at some point counts, even if the user has
+      // scrolled on since.
+      const newest = Math.max(this.seenMax, ...this.visible);
+      this.seenMax = 0;
+      if (newest > 0) this.client.markRead(this.id, newest);
+    }, 150);
+  }
+
+  render() {
+    const client = this.client;
+    const me = client.me;
+    const c = this.conversation;
+    const now = Date.now();
+
+    // Header.
+    const peers = c.peers(me);
+    const title = c.view || c.historyLoaded || c.error ? c.title(me) : 'Loading…';
+    if (this.title.textContent !== title) this.title.textContent = title;
+    this.avatar.textContent = (peers[0] ?? title).slice(0, 1).toUpperCase();
+    const online = peers.filter((p) => client.presence.get(p) === true);
+    const sub = [];
+    if (c.view?.listing_id) sub.push(`About ${c.view.listing_id}`);
+    if (c.view?.kind === 'group') sub.push(`${c.view.participants.length} people`);
+    if (online.length) sub.push(peers.length === 1 ? 'online' : `${online.join(', ')} online`);
+    fill(this.subtitle, sub.join(' · '));
+    document.title = `${title} · turbochat`;
+
+    // Errors: not a participant, no such conversation, history not loading.
+    const problem =
+      c.error ?? (c.historyError ? `Could not load messages: ${c.historyError}` : this.uploadError || '');
+    if (this.notice.textContent !== problem) this.notice.textContent = problem;
+    this.notice.hidden = !problem;
+    this.composer.hidden = Boolean(c.error);
+
+    // Older pages (re-filled only on change, so a focused button keeps focus).
+    let older = 'none';
+    if (c.loadingOlder) older = 'loading';
+    else if (c.historyLoaded && c.nextBeforeSeq === null) older = c.messages.size ? 'start' : 'empty';
+    else if (c.historyLoaded || c.historyError) older = 'more';
+    if (this.olderState !== older) {
+      this.olderState = older;
+      if (older === 'loading') fill(this.older, h('span', { class: 'muted' }, 'Loading messages…'));
+      else if (older === 'start') fill(this.older, h('span', { class: 'muted' }, 'This is the start of the conversation.'));
+      else if (older === 'more') fill(this.older, this.olderButton);
+      else fill(this.older);
+    }
+
+    // Messages: stored ones by seq, then our queued ones in the order written.
+    const stick = this.stickToBottom || this.atBottom();
+    const anchor = this.list.firstElementChild;
+    const anchorTop = anchor ? anchor.offsetTop : 0;
+    const rows = c.ordered().map((m) => this.row(m, me));
+    for (const entry of client.queued(this.id)) rows.push(this.queuedRow(entry, me));
+    reconcile(
+      this.list,
+      rows,
+      (r) => r.key,
+      (r, el) => this.renderRow(r, el, now),
+      (r) => JSON.stringify(r),
+    );
+    for (const el of this.list.children) {
+      if (el.dataset.watch === 'yes' && !el.dataset.watched) {
+        el.dataset.watched = 'yes';
+        this.seen.observe(el);
+      }
+    }
+    if (stick) {
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    } else if (anchor && anchor.isConnected) {
+      // Older messages went in above: keep what the user was reading still.
+      this.scroller.scrollTop += anchor.offsetTop - anchorTop;
+    }
+    this.ready = c.historyLoaded;
+
+    // Typing.
+    const typists = c.typists(now);
+    const typing =
+      typists.length === 0
+        ? ''
+        : typists.length === 1
+          ? `${typists[0]} is typing…`
+          : `${typists.slice(0, -1).join(', ')} and ${typists[typists.length - 1]} are typing…`;
+    if (this.typingLine.textContent !== typing) this.typingLine.textContent = typing;
+    this.renderComposer();
+    this.scheduleRead();
+  }
+
+  renderComposer() {
+    const length = [...this.input.value].length;
+    this.sendButton.disabled = this.input.value.trim() === '';
+    const over = length > BODY_LIMIT;
+    this.counter.textContent = length > BODY_LIMIT * 0.9 ? `${length.toLocaleString()} / ${BODY_LIMIT.toLocaleString()}` : '';
+    this.counter.classList.toggle('over', over);
+    const status = this.client.connection.state.status;
+    const hint = over
+      ? 'Too long: the server will likely refuse it.'
+      : status === 'online'
+        ? ''
+        : 'You are offline. Messages are kept and sent when the connection is back.';
+    if (this.hint.textContent !== hint) this.hint.textContent = hint;
+  }
+
+  /** What one stored message shows. */
+  row(m, me) {
+    const mine = m.sender_id === me;
+    let state = 'received';
+    let readers = [];
+    if (mine) {
+      readers = this.conversation.readBy(m.seq);
+      state = readers.length ? 'read' : 'sent';
+    }
+    return {
+      key: `m:${m.sender_id}:${m.client_msg_id || m.seq}`,
+      seq: m.seq,
+      mine,
+      author: m.sender_id,
+      body: m.body,
+      media: m.kind === 'media' && m.media_key ? this.client.mediaUrl(m.media_key) ?? 'loading' : undefined,
+      system: m.kind === 'system',
+      time: m.created_at,
+      state,
+      readers,
+      watch: !mine && m.seq > this.conversation.myRead,
+    };
+  }
+
+  /** What one queued (pending or failed) message shows. */
+  queuedRow(entry, me) {
+    return {
+      key: `m:${me}:${entry.client_msg_id}`,
+      clientMsgId: entry.client_msg_id,
+      mine: true,
+      author: me,
+      body: entry.body,
+      media: entry.media_key ? this.client.mediaUrl(entry.media_key) ?? 'loading' : undefined,
+      time: entry.created_at,
+      state: entry.state,
+      error: entry.error ?? '',
+    };
+  }
+
+  renderRow(r, el, now) {
+    const group = this.conversation.view?.kind === 'group';
+    const item = el ?? h('li');
+    item.className = `msg ${r.system ? 'system' : r.mine ? 'mine' : 'theirs'}`;
+    item.dataset.state = r.state;
+    if (r.seq) item.dataset.seq = String(r.seq);
+    else delete item.dataset.seq;
+    if (r.clientMsgId) item.dataset.clientMsgId = r.clientMsgId;
+    // Only unread messages from others need watching.
+    item.dataset.watch = r.watch ? 'yes' : 'no';
+    if (!r.watch && item.dataset.watched) {
+      this.seen.unobserve(item);
+      delete item.dataset.watched;
+    }
+    const meta = h(
+      'span',
+      { class: 'meta' },
+      h('time', { datetime: r.time ? new Date(r.time).toISOString() : false, title: longTime(r.time) }, shortTime(r.time, now)),
+      r.mine ? this.stateLabel(r) : null,
+    );
+    const children = [
+      h('span', { class: r.mine || !group ? 'author visually-hidden' : 'author' }, r.mine ? 'You:' : `${r.author}:`),
+      r.media ? this.mediaElement(r.media) : null,
+      r.body ? h('p', { class: 'body' }, r.body) : null,
+      meta,
+    ];
+    if (r.state === 'failed') {
+      children.push(
+        h(
+          'div',
+          { class: 'failure' },
+          h('p', { class: 'failure-reason' }, `Not sent: ${r.error}`),
+          h('button', { type: 'button', class: 'link', onclick: () => this.client.retry(r.clientMsgId) }, 'Retry'),
+          h('button', { type: 'button', class: 'link danger', onclick: () => this.client.discard(r.clientMsgId) }, 'Delete'),
+        ),
+      );
+    }
+    return fill(item, h('div', { class: 'bubble' }, children));
+  }
+
+  mediaElement(src) {
+    if (src === 'loading') return h('p', { class: 'media muted' }, 'Loading photo…');
+    if (src === 'error') return h('p', { class: 'media muted' }, 'Photo unavailable');
+    return h('img', { class: 'media', src, alt: 'Photo', loading: 'lazy', 'data-testid': 'photo' });
+  }
+
+  stateLabel(r) {
+    const labels = {
+      pending: ['◷', 'Pending'],
+      failed: ['!', 'Failed'],
+      sent: ['✓', 'Sent'],
+      read: ['✓✓', 'Read'],
+    };
+    const [icon, text] = labels[r.state] ?? ['', ''];
+    const title =
+      r.state === 'read'
+        ? `Read by ${r.readers.join(', ')}`
+        : r.state === 'pending'
+          ? 'Waiting to be sent'
+          : text;
+    return h(
+      'span',
+      { class: 'state', title, 'data-testid': 'state' },
+      h('span', { class: 'state-icon', 'aria-hidden': 'true' }, icon),
+      h('span', { class: 'state-text' }, text),
+    );
+  }
+}
