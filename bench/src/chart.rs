@@ -170,7 +170,7 @@ fn trim(value: f64) -> String {
         format!("{value:.0}")
     } else {
         let text = format!("{value:.3}");
-        text.trim_end_matches('0').to_string()
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -212,5 +212,12 @@ mod tests {
         assert_eq!(nice_step(170.0), 200.0);
         assert_eq!(nice_step(1000.0), 1000.0);
         assert_eq!(nice_step(3100.0), 5000.0);
+    }
+
+    #[test]
+    fn labels_are_short() {
+        assert_eq!(trim(0.0), "0");
+        assert_eq!(trim(0.01), "0.01");
+        assert_eq!(trim(5000.0), "5000");
     }
 }

@@ -307,7 +307,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         nofile_limit,
     };
     let (report, path, capacities) = bench::sweep::run(&settings).await?;
-    println!("{}", bench::report::table(&report.systems));
+    println!("{}", bench::report::sweep_table(&report.systems));
     for capacity in &capacities {
         println!(
             "{}: highest load with p99 < {} ms: {} ({})",

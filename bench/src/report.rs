@@ -359,6 +359,44 @@ pub fn table(systems: &[SystemFigures]) -> String {
     out
 }
 
+/// A sweep's figures step by step: one row per offered load, p50 / p99
+/// (ms) and lost per system.
+pub fn sweep_table(systems: &[SystemFigures]) -> String {
+    let mut rates: Vec<f64> = systems
+        .iter()
+        .flat_map(|s| s.phases.iter().map(|p| p.load.rate))
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let mut out = format!("{:>10}", "msg/s");
+    for s in systems {
+        out.push_str(&format!(
+            "  {:>30}",
+            format!("{} p50/p99 ms (lost)", s.system)
+        ));
+    }
+    out.push('\n');
+    for rate in rates {
+        out.push_str(&format!("{rate:>10.0}"));
+        for s in systems {
+            let cell = s
+                .phases
+                .iter()
+                .find(|p| p.load.rate == rate)
+                .map(|p| {
+                    format!(
+                        "{:.2} / {:.2} ({})",
+                        p.latency.p50_ms, p.latency.p99_ms, p.lost
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!("  {cell:>30}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

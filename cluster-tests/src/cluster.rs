@@ -24,6 +24,9 @@ pub struct Options {
     pub router_env: BTreeMap<String, String>,
     /// Route gossip through this switch (to partition the cluster).
     pub gossip_net: Option<crate::gossip_net::GossipNet>,
+    /// Put a cuttable TCP proxy in front of every node's gRPC listener
+    /// (what routers and other nodes connect to): see [`Cluster::grpc_proxy`].
+    pub proxied_grpc: bool,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             node_env: BTreeMap::new(),
             router_env: BTreeMap::new(),
             gossip_net: None,
+            proxied_grpc: false,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Cluster {
     next_node: usize,
     seed: Option<String>,
     ports: Vec<crate::gossip_net::Port>,
+    grpc_proxies: BTreeMap<String, crate::proxy::Proxy>,
     /// The store (kept last: dropped after the processes).
     pub store: TestStore,
 }
@@ -72,6 +77,7 @@ impl Cluster {
             next_node: 1,
             seed: None,
             ports: Vec::new(),
+            grpc_proxies: BTreeMap::new(),
             store,
         };
         for _ in 0..options.nodes {
@@ -124,6 +130,20 @@ impl Cluster {
         self.bus_env(&mut node_env);
         node_env.extend(self.options.node_env.clone());
         let port = self.switch_port(&id, &mut node_env);
+        if self.options.proxied_grpc {
+            // The node listens on a port chosen here, so the proxy in front
+            // of it exists before the node advertises it.
+            let listen = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port");
+            let proxy = crate::proxy::Proxy::spawn(listen);
+            node_env.insert("TURBOCHAT_NODE__GRPC_LISTEN".into(), listen.to_string());
+            node_env.insert(
+                "TURBOCHAT_NODE__GRPC_ADVERTISE".into(),
+                format!("http://{}", proxy.addr),
+            );
+            self.grpc_proxies.insert(id.clone(), proxy);
+        }
         let mut node = Process::start(Role::Node, &id, node_env, self.store.dir.path());
         // Pin the ports so a restart comes back where routers expect it.
         node.pin("TURBOCHAT_NODE__GRPC_LISTEN", node.addr("grpc"));
@@ -164,6 +184,14 @@ impl Cluster {
             port.addr.to_string(),
         );
         Some(port)
+    }
+
+    /// The proxy in front of a node's gRPC listener (with
+    /// `Options::proxied_grpc`).
+    pub fn grpc_proxy(&self, node: &str) -> &crate::proxy::Proxy {
+        self.grpc_proxies
+            .get(node)
+            .expect("started with proxied_grpc")
     }
 
     /// Where routers of this cluster keep media (local backend).

@@ -20,7 +20,14 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards connections on a fresh port to `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Proxy::spawn(target)
+    }
+
+    /// The same, from synchronous code running inside a Tokio runtime.
+    pub fn spawn(target: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
         let (epoch, epochs) = watch::channel(0u64);

@@ -195,3 +195,44 @@ async fn a_gossip_partition_splits_the_cluster_and_heals() {
         ),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_rest_then_healed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let net = harness::gossip_net::GossipNet::new();
+    let options = Options {
+        nodes: 3,
+        routers: 2,
+        gossip: true,
+        gossip_net: Some(net.clone()),
+        proxied_grpc: true,
+        ..Options::default()
+    };
+    let cluster = Cluster::start(TestStore::postgres().await, options).await;
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+
+    // node-1 loses the network: no gossip either way, and nobody reaches
+    // its gRPC listener (routers' links drop). It keeps running, and keeps
+    // its store connection.
+    let cut = Instant::now();
+    net.partition(&["node-1"], &["node-2", "node-3", "router-1", "router-2"]);
+    cluster.grpc_proxy("node-1").cut();
+    let detected = ring_becomes(&cluster, 2, DETECTION * 4).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let resumed = cut.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    net.heal();
+    cluster.grpc_proxy("node-1").heal();
+    let healed = ring_becomes(&cluster, 3, Duration::from_secs(30)).await;
+    traffic.wait_for_acks(100, Duration::from_secs(20)).await;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "node cut off",
+        &figures,
+        &format!(
+            "detected-down-after {detected:?} sends-resumed-within {resumed:?} healed-after {healed:?}"
+        ),
+    );
+}

@@ -237,19 +237,62 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let media = &app.inner.media;
-    let limit = media.config.max_bytes;
+    let mut stream = body.into_data_stream();
     let declared_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let stored = match query {
+        Ok(Query(query)) => {
+            store_upload(&app, &claims.sub, query, declared_length, &mut stream).await
+        }
+        Err(e) => Err(ApiError::bad_request(e.body_text())),
+    };
+    match stored {
+        Ok(uploaded) => Ok((StatusCode::CREATED, Json(uploaded)).into_response()),
+        Err(err) => {
+            drain(&mut stream).await;
+            Err(err)
+        }
+    }
+}
+
+/// Bytes of a refused upload read and dropped before answering.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Time spent on that at most.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused upload (a bounded amount), so
+/// a client still sending reads our answer (413, 415, 403...) rather than a
+/// connection reset: closing a socket with unread data resets it. Past the
+/// bound the connection is closed anyway.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Checks and stores one upload.
+async fn store_upload(
+    app: &App,
+    user: &str,
+    query: UploadQuery,
+    declared_length: Option<u64>,
+    stream: &mut axum::body::BodyDataStream,
+) -> Result<Uploaded, ApiError> {
+    let media = &app.inner.media;
+    let limit = media.config.max_bytes;
     if declared_length.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    check_participant(&app, &claims.sub, query.conversation_id).await?;
-
-    let mut stream = body.into_data_stream();
+    check_participant(app, user, query.conversation_id).await?;
     // Read enough to tell what the bytes are before storing any.
     let mut head = Vec::with_capacity(SNIFF_BYTES);
     let mut rest = Vec::new();
@@ -337,16 +380,12 @@ pub async fn upload(
     metrics::counter!("turbochat_media_uploaded_total").increment(1);
     metrics::counter!("turbochat_media_uploaded_bytes_total").increment(size);
     tracing::info!(conversation_id = %query.conversation_id, size, content_type = kind.mime_type(), "media stored");
-    Ok((
-        StatusCode::CREATED,
-        Json(Uploaded {
-            url: format!("/media/{key}"),
-            media_key: key,
-            content_type: kind.mime_type().to_string(),
-            size,
-        }),
-    )
-        .into_response())
+    Ok(Uploaded {
+        url: format!("/media/{key}"),
+        media_key: key,
+        content_type: kind.mime_type().to_string(),
+        size,
+    })
 }
 
 /// `GET /media/{conversation_id}/{name}` (token in `Authorization: Bearer`
