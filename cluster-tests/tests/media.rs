@@ -141,6 +141,14 @@ impl Media {
             .await;
         let ack = alice.answer("photo-1", T).await;
         assert_eq!(ack["type"], "ack", "{ack}");
+        // A key uploaded for another conversation cannot be sent here.
+        let foreign = format!("{}/{}.png", uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        alice
+            .send(json!({"type": "send", "conversation_id": self.conversation,
+                "client_msg_id": "photo-2", "kind": "media", "body": "", "media_key": foreign}))
+            .await;
+        let refused = alice.answer("photo-2", T).await;
+        assert_eq!(refused["code"], "invalid_argument", "{refused}");
         let message = bob.expect("message", T).await;
         assert_eq!(message["kind"], "media");
         assert_eq!(message["media_key"], key.as_str());

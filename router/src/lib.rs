@@ -21,6 +21,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -235,6 +236,14 @@ pub async fn run(
 
     tracing::info!(router = %listening.id, http = %listening.http, "router listening");
     on_ready(&listening);
+    // Frames to clients are small and latency-bound: without TCP_NODELAY,
+    // Nagle holds each one until the client's next packet ACKs the last
+    // (measured: p50 = the client's send interval, 19 ms at 50 sends/s).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY on a client socket");
+        }
+    });
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;

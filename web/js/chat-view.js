@@ -275,7 +275,12 @@ export class ChatView {
     const anchor = this.list.firstElementChild;
     const anchorTop = anchor ? anchor.offsetTop : 0;
     const rows = c.ordered().map((m) => this.row(m, me));
-    for (const entry of client.queued(this.id)) rows.push(this.queuedRow(entry, me));
+    // A queued message already stored (its ack still on the way) shows once.
+    const stored = new Set(rows.map((r) => r.key));
+    for (const entry of client.queued(this.id)) {
+      const row = this.queuedRow(entry, me);
+      if (!stored.has(row.key)) rows.push(row);
+    }
     reconcile(
       this.list,
       rows,

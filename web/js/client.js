@@ -187,7 +187,10 @@ export class ChatClient extends EventTarget {
     try {
       const before_seq = conversation.historyLoaded ? conversation.nextBeforeSeq : undefined;
       const page = await this.api.history(id, { before_seq, limit: PAGE_SIZE });
-      for (const message of page.messages ?? []) conversation.add(message, { fromStream: false });
+      for (const message of page.messages ?? []) {
+        conversation.add(message, { fromStream: false });
+        this.settleIfStored(message);
+      }
       conversation.historyLoaded = true;
       conversation.nextBeforeSeq = page.next_before_seq ?? null;
     } catch (err) {
@@ -400,11 +403,17 @@ export class ChatClient extends EventTarget {
   onMessage(message) {
     const conversation = this.conversation(message.conversation_id);
     const fresh = conversation.add(message);
-    if (message.sender_id === this.me && this.outbox.get(message.client_msg_id)) {
-      // Our own echo can come before the ack: either one settles the send.
-      this.settled(message.conversation_id, message.client_msg_id);
-    }
-    if (fresh) this.changed('conversation', message.conversation_id);
+    // Our own echo can come before the ack: either one settles the send.
+    const settled = this.settleIfStored(message);
+    if (fresh || settled) this.changed('conversation', message.conversation_id);
+  }
+
+  /** A stored message of ours that is still queued (its ack was lost, or
+   * has not come yet) is durable: take it out of the queue. */
+  settleIfStored(message) {
+    if (message.sender_id !== this.me || !this.outbox.get(message.client_msg_id)) return false;
+    this.settled(message.conversation_id, message.client_msg_id);
+    return true;
   }
 
   onAck(ack) {

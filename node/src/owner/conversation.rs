@@ -468,6 +468,17 @@ impl Owner {
                 ErrorCode::InvalidArgument,
                 "a media message needs a media_key",
             ))
+        } else if send
+            .media_key
+            .as_deref()
+            .is_some_and(|key| !key.starts_with(&format!("{}/", self.id)))
+        {
+            // Media is fetched by the conversation named in its key: a key
+            // from elsewhere would show nothing (or leak if it did).
+            Some((
+                ErrorCode::InvalidArgument,
+                "media_key belongs to another conversation; upload it here",
+            ))
         } else if send.body.chars().count() > max_body {
             Some((ErrorCode::InvalidArgument, "body is too long"))
         } else {
