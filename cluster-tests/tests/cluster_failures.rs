@@ -17,14 +17,18 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// The gossip defaults: probe 500 ms, suspect 2 s.
 const DETECTION: Duration = Duration::from_millis(3000);
 
-async fn cluster(nodes: usize) -> Cluster {
-    let options = Options {
+/// The scenarios' shape: `nodes` nodes, 2 routers, gossip.
+fn options(nodes: usize) -> Options {
+    Options {
         nodes,
         routers: 2,
         gossip: true,
         ..Options::default()
-    };
-    Cluster::start(TestStore::postgres().await, options).await
+    }
+}
+
+async fn cluster(nodes: usize) -> Cluster {
+    Cluster::start(TestStore::postgres().await, options(nodes)).await
 }
 
 fn routers(cluster: &Cluster) -> Vec<String> {
@@ -54,10 +58,7 @@ fn report(scenario: &str, figures: &Figures, extra: &str) {
 async fn ring_becomes(cluster: &Cluster, expected: usize, deadline: Duration) -> Duration {
     let started = Instant::now();
     for i in 0..cluster.routers.len() {
-        harness::eventually("ring change", deadline, || async {
-            (cluster.ring(i).await.len() == expected).then_some(())
-        })
-        .await;
+        ring_of_router_becomes(cluster, i, expected, deadline).await;
     }
     started.elapsed()
 }
@@ -160,11 +161,8 @@ async fn a_gossip_partition_splits_the_cluster_and_heals() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let net = harness::gossip_net::GossipNet::new();
     let options = Options {
-        nodes: 3,
-        routers: 2,
-        gossip: true,
         gossip_net: Some(net.clone()),
-        ..Options::default()
+        ..options(3)
     };
     let cluster = Cluster::start(TestStore::postgres().await, options).await;
     let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
@@ -201,12 +199,9 @@ async fn a_node_cut_off_from_the_rest_then_healed() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let net = harness::gossip_net::GossipNet::new();
     let options = Options {
-        nodes: 3,
-        routers: 2,
-        gossip: true,
         gossip_net: Some(net.clone()),
         proxied_grpc: true,
-        ..Options::default()
+        ..options(3)
     };
     let cluster = Cluster::start(TestStore::postgres().await, options).await;
     let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;

@@ -433,13 +433,7 @@ async fn check_participant(
     user: &str,
     conversation: ConversationId,
 ) -> Result<(), ApiError> {
-    let owner = app
-        .inner
-        .links
-        .owner(&conversation)
-        .ok_or_else(ApiError::unavailable)?;
-    owner
-        .client()
+    crate::http::owner_client(app, &conversation)?
         .check_participant(ParticipantRequest {
             user_id: user.to_string(),
             conversation_id: conversation.to_string(),

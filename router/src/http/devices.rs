@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use turbochat_protocol::link::{RegisterDeviceRequest, UnregisterDeviceRequest};
 
-use super::{json, ApiError};
+use super::{home_client, json, ApiError};
 use crate::auth::Authenticated;
 use crate::App;
 
@@ -31,13 +31,7 @@ pub async fn register(
     body: Result<Json<DeviceBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let home = app
-        .inner
-        .links
-        .home(&claims.sub)
-        .ok_or_else(ApiError::unavailable)?;
-    let reply = home
-        .client()
+    let reply = home_client(&app, &claims.sub)?
         .register_device(RegisterDeviceRequest {
             user_id: claims.sub,
             token: body.token,
@@ -55,13 +49,7 @@ pub async fn unregister(
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(token) = token.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let home = app
-        .inner
-        .links
-        .home(&claims.sub)
-        .ok_or_else(ApiError::unavailable)?;
-    let reply = home
-        .client()
+    let reply = home_client(&app, &claims.sub)?
         .unregister_device(UnregisterDeviceRequest {
             user_id: claims.sub,
             token,

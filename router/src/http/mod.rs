@@ -8,8 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use tonic::transport::Channel;
 use turbochat_protocol::http::{CreateConversation, ErrorBody};
 use turbochat_protocol::ids::{direct_conversation_id, ConversationId, Seq};
+use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{
     CreateConversationRequest, HistoryRequest, ListConversationsRequest,
 };
@@ -79,6 +81,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A client for the owner of `conversation` on our ring, or 503.
+pub(crate) fn owner_client(
+    app: &App,
+    conversation: &ConversationId,
+) -> Result<LinkClient<Channel>, ApiError> {
+    let owner = app.inner.links.owner(conversation);
+    owner
+        .map(|link| link.client())
+        .ok_or_else(ApiError::unavailable)
+}
+
+/// A client for `user`'s home node on our ring, or 503.
+pub(crate) fn home_client(app: &App, user: &str) -> Result<LinkClient<Channel>, ApiError> {
+    let home = app.inner.links.home(user);
+    home.map(|link| link.client())
+        .ok_or_else(ApiError::unavailable)
+}
+
 fn json(bytes: bytes::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
@@ -100,13 +120,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let owner = app
-        .inner
-        .links
-        .owner(&query.conversation_id)
-        .ok_or_else(ApiError::unavailable)?;
-    let reply = owner
-        .client()
+    let reply = owner_client(&app, &query.conversation_id)?
         .history(HistoryRequest {
             user_id: claims.sub,
             conversation_id: query.conversation_id.to_string(),
@@ -131,13 +145,7 @@ pub async fn list_conversations(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let home = app
-        .inner
-        .links
-        .home(&claims.sub)
-        .ok_or_else(ApiError::unavailable)?;
-    let reply = home
-        .client()
+    let reply = home_client(&app, &claims.sub)?
         .list_conversations(ListConversationsRequest {
             user_id: claims.sub,
             limit: query.limit.unwrap_or(100),
@@ -195,12 +203,9 @@ pub async fn create_conversation(
             )
         }
     };
-    let owner = app
-        .inner
-        .links
-        .owner(&id)
-        .ok_or_else(ApiError::unavailable)?;
-    let reply = owner.client().create_conversation(request).await?;
+    let reply = owner_client(&app, &id)?
+        .create_conversation(request)
+        .await?;
     Ok(json(reply.into_inner().json))
 }
 
