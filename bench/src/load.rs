@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::dial::{self, Socket, Sources};
 use crate::report::Percentiles;
-use crate::system::System;
+use crate::system::{System, Wire};
 
 /// How long a client may take to be welcomed and subscribed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -161,17 +161,23 @@ impl Tally {
     }
 }
 
-/// A message to send: which phase, its index, its intended time.
-struct Outgoing {
-    phase: u64,
-    index: u64,
-    intended_ns: u64,
+/// What a client's write task sends.
+enum Outgoing {
+    /// A message: which phase, its index, its intended time.
+    Message {
+        phase: u64,
+        index: u64,
+        intended_ns: u64,
+    },
+    /// Engine.IO's answer to the server's ping (Socket.IO only).
+    Pong,
 }
 
 /// Fields of a server frame the clients look at; the rest is skipped.
 #[derive(Deserialize)]
 struct Incoming<'a> {
-    #[serde(rename = "type", borrow)]
+    /// The frame's `type` (for Socket.IO: the event's name).
+    #[serde(rename = "type", borrow, default)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
     client_msg_id: Option<Cow<'a, str>>,
@@ -179,6 +185,52 @@ struct Incoming<'a> {
     sender_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     code: Option<Cow<'a, str>>,
+}
+
+/// A text frame from the server, as the clients see it.
+enum Decoded<'a> {
+    Frame(Incoming<'a>),
+    /// Engine.IO ping: answer with a pong or be disconnected.
+    Ping,
+    /// Anything else (Engine.IO/Socket.IO control packets, unparsable text).
+    Other,
+}
+
+impl Wire {
+    /// Decodes one text frame.
+    fn decode<'a>(self, text: &'a str) -> Decoded<'a> {
+        match self {
+            Wire::Frames => serde_json::from_str(text).map_or(Decoded::Other, Decoded::Frame),
+            Wire::SocketIo => {
+                if text == "2" {
+                    return Decoded::Ping;
+                }
+                // `42["event",{...}]`: Engine.IO message (4), Socket.IO event (2).
+                let Some(event) = text.strip_prefix("42") else {
+                    return Decoded::Other;
+                };
+                match serde_json::from_str::<(Cow<'a, str>, Incoming<'a>)>(event) {
+                    Ok((name, mut frame)) => {
+                        frame.kind = name;
+                        Decoded::Frame(frame)
+                    }
+                    Err(_) => Decoded::Other,
+                }
+            }
+        }
+    }
+
+    /// Encodes a client frame of `kind` whose JSON fields are `fields`
+    /// (an object without `type`).
+    fn encode(self, kind: &str, fields: &str) -> String {
+        match self {
+            Wire::Frames => match fields.strip_prefix('{') {
+                Some("}") | None => format!(r#"{{"type":"{kind}"}}"#),
+                Some(rest) => format!(r#"{{"type":"{kind}",{rest}"#),
+            },
+            Wire::SocketIo => format!(r#"42["{kind}",{fields}]"#),
+        }
+    }
 }
 
 /// `{phase}.{index}.{intended_ns}`.
@@ -226,18 +278,48 @@ pub struct Fleet {
     pub setup: Duration,
 }
 
-impl Fleet {
-    /// Creates the conversations on `system`, connects every client (spread
-    /// over its endpoints and over source addresses), subscribes each to
-    /// its conversation, and starts their tasks.
-    pub async fn connect(system: &System, shape: &FleetShape) -> anyhow::Result<Fleet> {
+/// One client's place: where it connects, from which source address, and
+/// the conversation it joins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seat {
+    /// The user it connects as.
+    pub user: String,
+    /// Its WebSocket URL (with its token, for turbochat).
+    pub url: String,
+    /// Loopback source address.
+    pub source: std::net::Ipv4Addr,
+    /// The conversation it subscribes to.
+    pub conversation: String,
+    /// Members of that conversation other than itself.
+    pub peers: u64,
+}
+
+/// Every client's seat on one system, conversations already created. It
+/// serializes, so child processes can each open a share of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// How the clients talk to the system.
+    pub wire: Wire,
+    /// One per client.
+    pub seats: Vec<Seat>,
+    /// Conversations created.
+    pub conversations: usize,
+    /// Connections opened at once.
+    pub connect_concurrency: usize,
+    /// Bytes of filler in each message body.
+    pub body_bytes: usize,
+}
+
+impl Plan {
+    /// Creates the conversations on `system` and seats every client,
+    /// spread over its endpoints and over source addresses.
+    pub async fn make(system: &System, shape: &FleetShape) -> anyhow::Result<Plan> {
         if shape.clients < 2 {
             bail!("at least 2 clients are needed");
         }
         if !(2..=256).contains(&shape.group_size) {
             bail!("group size must be 2..=256");
         }
-        let started = Instant::now();
         let run = uuid::Uuid::new_v4().simple().to_string();
         let users: Vec<String> = (0..shape.clients)
             .map(|i| format!("b{}-{i}", &run[..8]))
@@ -257,60 +339,112 @@ impl Fleet {
                 conversation_of[member] = (id.clone(), group.len() as u64 - 1);
             }
         }
-
         let sources = Sources::new(shape.source_ips);
+        let seats = users
+            .into_iter()
+            .zip(conversation_of)
+            .enumerate()
+            .map(|(i, (user, (conversation, peers)))| Seat {
+                url: system.ws_url(i, &user),
+                user,
+                source: sources.for_client(i),
+                conversation,
+                peers,
+            })
+            .collect();
+        Ok(Plan {
+            wire: system.wire(),
+            seats,
+            conversations: groups.len(),
+            connect_concurrency: shape.connect_concurrency.max(1),
+            body_bytes: shape.body_bytes,
+        })
+    }
+
+    /// The seats split into `parts` shares of (nearly) equal size.
+    pub fn split(&self, parts: usize) -> Vec<Plan> {
+        let size = self.seats.len().div_ceil(parts.max(1)).max(1);
+        self.seats
+            .chunks(size)
+            .map(|seats| Plan {
+                seats: seats.to_vec(),
+                ..self.clone()
+            })
+            .collect()
+    }
+}
+
+impl Fleet {
+    /// Creates the conversations on `system`, connects every client (spread
+    /// over its endpoints and over source addresses), subscribes each to
+    /// its conversation, and starts their tasks.
+    pub async fn connect(system: &System, shape: &FleetShape) -> anyhow::Result<Fleet> {
+        let started = Instant::now();
+        let plan = Plan::make(system, shape).await?;
+        let mut fleet = Fleet::open(&plan).await?;
+        fleet.setup = started.elapsed();
+        Ok(fleet)
+    }
+
+    /// Connects and subscribes the clients of `plan` (its conversations
+    /// exist already) and starts their tasks.
+    pub async fn open(plan: &Plan) -> anyhow::Result<Fleet> {
+        let started = Instant::now();
+        let wire = plan.wire;
         let opened: Vec<anyhow::Result<(usize, Socket)>> =
-            futures::stream::iter((0..shape.clients).map(|i| {
-                let url = system.ws_url(i, &users[i]);
-                let conversation = conversation_of[i].0.clone();
-                let source = sources.for_client(i);
-                async move {
-                    let ws = tokio::time::timeout(SETUP_TIMEOUT, open(&url, source, &conversation))
-                        .await
-                        .map_err(|_| {
-                            anyhow!("client {i}: not subscribed within {SETUP_TIMEOUT:?}")
-                        })?
-                        .with_context(|| format!("client {i}"))?;
-                    Ok((i, ws))
-                }
+            futures::stream::iter(plan.seats.iter().enumerate().map(|(i, seat)| async move {
+                let ws = tokio::time::timeout(
+                    SETUP_TIMEOUT,
+                    open(wire, &seat.url, seat.source, &seat.conversation),
+                )
+                .await
+                .map_err(|_| anyhow!("client {i}: not subscribed within {SETUP_TIMEOUT:?}"))?
+                .with_context(|| format!("client {i}"))?;
+                Ok((i, ws))
             }))
-            .buffer_unordered(shape.connect_concurrency.max(1))
+            .buffer_unordered(plan.connect_concurrency)
             .collect()
             .await;
         let failures = opened.iter().filter(|r| r.is_err()).count();
         if let Some(Err(first)) = opened.iter().find(|r| r.is_err()) {
             bail!(
                 "{failures} of {} clients failed to connect; first: {first:#}",
-                shape.clients
+                plan.seats.len()
             );
         }
 
         let epoch = Instant::now();
         let (tally, watcher) = watch::channel(Arc::new(Tally::new(0, u64::MAX)));
         let closing = Arc::new(AtomicBool::new(false));
-        let body: Arc<str> = "x".repeat(shape.body_bytes.max(1)).into();
-        let mut slots: Vec<Option<Client>> = (0..shape.clients).map(|_| None).collect();
-        let mut tasks = Vec::with_capacity(shape.clients * 2);
+        let body: Arc<str> = "x".repeat(plan.body_bytes.max(1)).into();
+        let mut slots: Vec<Option<Client>> = (0..plan.seats.len()).map(|_| None).collect();
+        let mut tasks = Vec::with_capacity(plan.seats.len() * 2);
         for result in opened {
             let (i, ws) = result.expect("failures handled above");
-            let (conversation, peers) = conversation_of[i].clone();
+            let seat = &plan.seats[i];
             let (sink, stream) = ws.split();
             let (out, queue) = mpsc::unbounded_channel();
             tasks.push(tokio::spawn(write_task(
+                wire,
                 sink,
                 queue,
-                conversation,
+                seat.conversation.clone(),
                 body.clone(),
                 watcher.clone(),
             )));
             tasks.push(tokio::spawn(read_task(
+                wire,
                 stream,
-                users[i].clone(),
+                out.clone(),
+                seat.user.clone(),
                 epoch,
                 watcher.clone(),
                 closing.clone(),
             )));
-            slots[i] = Some(Client { out, peers });
+            slots[i] = Some(Client {
+                out,
+                peers: seat.peers,
+            });
         }
         Ok(Fleet {
             epoch,
@@ -322,7 +456,7 @@ impl Fleet {
             closing,
             tasks,
             phase: 0,
-            conversations: groups.len(),
+            conversations: plan.conversations,
             setup: started.elapsed(),
         })
     }
@@ -460,7 +594,7 @@ impl Schedule {
                 tally.sent.fetch_add(1, Ordering::Relaxed);
                 tally.expected.fetch_add(*peers, Ordering::Relaxed);
             }
-            let queued = out.send(Outgoing {
+            let queued = out.send(Outgoing::Message {
                 phase: self.phase,
                 index: k,
                 intended_ns,
@@ -474,34 +608,67 @@ impl Schedule {
 }
 
 /// Connects, waits for `welcome`, subscribes and waits for `subscribed`.
-async fn open(url: &str, source: std::net::Ipv4Addr, conversation: &str) -> anyhow::Result<Socket> {
+/// On Socket.IO, first joins the default namespace (`40`) once the
+/// Engine.IO handshake (`0{...}`) came.
+async fn open(
+    wire: Wire,
+    url: &str,
+    source: std::net::Ipv4Addr,
+    conversation: &str,
+) -> anyhow::Result<Socket> {
     let mut ws = dial::connect(url, source).await?;
-    expect(&mut ws, "welcome").await?;
-    let subscribe = serde_json::json!({"type": "subscribe", "conversation_id": conversation});
-    ws.send(Message::Text(subscribe.to_string().into())).await?;
-    expect(&mut ws, "subscribed").await?;
+    if wire == Wire::SocketIo {
+        expect_text(&mut ws, "Engine.IO open", |t| t.starts_with('0')).await?;
+        ws.send(Message::Text("40".into())).await?;
+        expect_text(&mut ws, "Socket.IO connect", |t| t.starts_with("40")).await?;
+    }
+    expect(wire, &mut ws, "welcome").await?;
+    let subscribe = wire.encode(
+        "subscribe",
+        &serde_json::json!({ "conversation_id": conversation }).to_string(),
+    );
+    ws.send(Message::Text(subscribe.into())).await?;
+    expect(wire, &mut ws, "subscribed").await?;
     Ok(ws)
 }
 
 /// Reads until a frame of `kind`, skipping others (presence, ...); an
 /// `error` frame fails.
-async fn expect(ws: &mut Socket, kind: &str) -> anyhow::Result<()> {
-    while let Some(message) = ws.next().await {
-        let Message::Text(text) = message? else {
-            continue;
-        };
-        let frame: Incoming = serde_json::from_str(&text)?;
-        if frame.kind == kind {
-            return Ok(());
+async fn expect(wire: Wire, ws: &mut Socket, kind: &str) -> anyhow::Result<()> {
+    let mut failed = None;
+    expect_text(ws, kind, |text| match wire.decode(text) {
+        Decoded::Frame(frame) if frame.kind == kind => true,
+        Decoded::Frame(frame) if frame.kind == "error" => {
+            failed = Some(text.to_string());
+            true
         }
-        if frame.kind == "error" {
-            bail!("error frame while waiting for {kind}: {text}");
+        _ => false,
+    })
+    .await?;
+    match failed {
+        Some(error) => bail!("error frame while waiting for {kind}: {error}"),
+        None => Ok(()),
+    }
+}
+
+/// Reads text frames until one satisfies `wanted`.
+async fn expect_text(
+    ws: &mut Socket,
+    what: &str,
+    mut wanted: impl FnMut(&str) -> bool,
+) -> anyhow::Result<()> {
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message? {
+            if wanted(&text) {
+                return Ok(());
+            }
         }
     }
-    bail!("socket closed while waiting for {kind}")
+    bail!("socket closed while waiting for {what}")
 }
 
 async fn write_task(
+    wire: Wire,
     mut sink: futures::stream::SplitSink<Socket, Message>,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     conversation: String,
@@ -509,17 +676,30 @@ async fn write_task(
     tally: watch::Receiver<Arc<Tally>>,
 ) {
     let frame = |m: &Outgoing| {
-        Message::Text(
-            format!(
-                r#"{{"type":"send","conversation_id":"{conversation}","client_msg_id":"{}.{}.{}","body":"{body}"}}"#,
-                m.phase, m.index, m.intended_ns
-            )
-            .into(),
-        )
+        let text = match m {
+            Outgoing::Message {
+                phase,
+                index,
+                intended_ns,
+            } => wire.encode(
+                "send",
+                &format!(
+                    r#"{{"conversation_id":"{conversation}","client_msg_id":"{phase}.{index}.{intended_ns}","body":"{body}"}}"#
+                ),
+            ),
+            Outgoing::Pong => "3".to_string(),
+        };
+        Message::Text(text.into())
     };
     let fail = |m: &Outgoing| {
+        let Outgoing::Message {
+            phase, intended_ns, ..
+        } = m
+        else {
+            return;
+        };
         let tally = tally.borrow().clone();
-        if tally.phase == m.phase && m.intended_ns >= tally.measure_from_ns {
+        if tally.phase == *phase && *intended_ns >= tally.measure_from_ns {
             tally.send_failures.fetch_add(1, Ordering::Relaxed);
         }
     };
@@ -545,7 +725,9 @@ async fn write_task(
 }
 
 async fn read_task(
+    wire: Wire,
     mut stream: futures::stream::SplitStream<Socket>,
+    out: mpsc::UnboundedSender<Outgoing>,
     user: String,
     epoch: Instant,
     tally: watch::Receiver<Arc<Tally>>,
@@ -560,8 +742,13 @@ async fn read_task(
             Ok(_) => continue,
         };
         let now_ns = epoch.elapsed().as_nanos() as u64;
-        let Ok(frame) = serde_json::from_str::<Incoming>(&text) else {
-            continue;
+        let frame = match wire.decode(&text) {
+            Decoded::Frame(frame) => frame,
+            Decoded::Ping => {
+                let _ = out.send(Outgoing::Pong);
+                continue;
+            }
+            Decoded::Other => continue,
         };
         let tally = tally.borrow().clone();
         if tally.phase != seen_phase {
@@ -618,6 +805,42 @@ mod tests {
         assert_eq!(place(5, 2), vec![vec![0, 1], vec![2, 3, 4]]);
         assert_eq!(place(7, 3), vec![vec![0, 1, 2], vec![3, 4, 5, 6]]);
         assert_eq!(place(8, 3), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7]]);
+    }
+
+    #[test]
+    fn frames_encode_for_each_wire() {
+        let fields = r#"{"conversation_id":"c1"}"#;
+        assert_eq!(
+            Wire::Frames.encode("subscribe", fields),
+            r#"{"type":"subscribe","conversation_id":"c1"}"#
+        );
+        assert_eq!(Wire::Frames.encode("ping", "{}"), r#"{"type":"ping"}"#);
+        assert_eq!(
+            Wire::SocketIo.encode("subscribe", fields),
+            r#"42["subscribe",{"conversation_id":"c1"}]"#
+        );
+    }
+
+    #[test]
+    fn socketio_events_decode_as_frames() {
+        let text = r#"42["message",{"sender_id":"u1","client_msg_id":"1.2.3","seq":4}]"#;
+        let Decoded::Frame(frame) = Wire::SocketIo.decode(text) else {
+            panic!("not a frame");
+        };
+        assert_eq!(frame.kind, "message");
+        assert_eq!(frame.sender_id.as_deref(), Some("u1"));
+        assert_eq!(frame.client_msg_id.as_deref(), Some("1.2.3"));
+        assert!(matches!(Wire::SocketIo.decode("2"), Decoded::Ping));
+        assert!(matches!(
+            Wire::SocketIo.decode(r#"40{"sid":"x"}"#),
+            Decoded::Other
+        ));
+        let Decoded::Frame(frame) =
+            Wire::Frames.decode(r#"{"type":"ack","client_msg_id":"1.2.3"}"#)
+        else {
+            panic!("not a frame");
+        };
+        assert_eq!(frame.kind, "ack");
     }
 
     #[test]

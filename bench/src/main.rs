@@ -14,7 +14,7 @@ use bench::system::Target;
 #[derive(Parser)]
 #[command(
     name = "turbochat-bench",
-    about = "Latency, throughput and memory of turbochat against the floor"
+    about = "Latency, throughput and memory of turbochat against a Socket.IO peer and the floor"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,14 +26,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One fixed load against the floor, turbochat 1 node + 1 router and 3 nodes + 2 routers.
+    /// One fixed load against the floor, Socket.IO, turbochat 1 node + 1 router and 3 nodes + 2 routers.
     Run(LoadArgs),
-    /// The same with tiny numbers (seconds), against the floor and turbochat 1+1; fails on loss.
+    /// The same with tiny numbers (seconds), against the floor, Socket.IO and turbochat 1+1; fails on loss.
     Smoke(LoadArgs),
     /// Idle connections held open; RSS per connection of each process.
     Memory(MemoryArgs),
     /// Raise the load until p99 passes the bound; report the highest load under it and an SVG.
     Sweep(SweepArgs),
+    /// A share of `memory`'s clients, held by a child process (started by `memory`).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        plan: PathBuf,
+    },
     /// The floor server itself (started by the other modes as a child process).
     #[command(hide = true)]
     Floor {
@@ -46,7 +52,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Systems, comma separated: floor, 1n1r, 3n2r, ... (NnMr = N nodes, M routers; gossip when N or M > 1).
+    /// Systems, comma separated: floor, socketio, 1n1r, 3n2r, ... (NnMr = N nodes, M routers; gossip when N or M > 1).
     #[arg(long)]
     targets: Option<String>,
     /// WebSocket clients.
@@ -94,6 +100,9 @@ struct MemoryArgs {
     /// Seconds to hold the connections before sampling RSS.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
+    /// Bench processes holding the clients (default: as few as the file limit allows).
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
 }
 
 #[derive(Args, Clone)]
@@ -134,7 +143,7 @@ struct Defaults {
 }
 
 const RUN: Defaults = Defaults {
-    targets: "floor,1n1r,3n2r",
+    targets: "floor,socketio,1n1r,3n2r",
     clients: 2000,
     rate: 1000.0,
     duration: 20.0,
@@ -143,7 +152,7 @@ const RUN: Defaults = Defaults {
 };
 
 const SMOKE: Defaults = Defaults {
-    targets: "floor,1n1r",
+    targets: "floor,socketio,1n1r",
     clients: 20,
     rate: 200.0,
     duration: 3.0,
@@ -174,6 +183,7 @@ async fn dispatch(command: Command, nofile_limit: u64) -> anyhow::Result<()> {
         Command::Smoke(args) => load_mode("smoke", &SMOKE, args, nofile_limit).await,
         Command::Memory(args) => memory_mode(args, nofile_limit).await,
         Command::Sweep(args) => sweep_mode(args, nofile_limit).await,
+        Command::Hold { plan } => bench::memory::hold(&plan).await,
         Command::Floor { .. } => unreachable!("handled before the runtime"),
     }
 }
@@ -262,7 +272,11 @@ async fn load_mode(
 
 async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> {
     let shape = shape(&args.common, 10_000, 2);
-    let target_list = args.common.targets.as_deref().unwrap_or("floor,1n1r");
+    let target_list = args
+        .common
+        .targets
+        .as_deref()
+        .unwrap_or("floor,socketio,1n1r");
     let settings = bench::memory::Settings {
         targets: targets(target_list)?,
         recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold}),
@@ -270,6 +284,7 @@ async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> 
         hold: secs(args.hold, "hold")?,
         results_dir: results_dir(&args.common),
         nofile_limit,
+        processes: args.processes,
     };
     let (report, path) = bench::memory::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -285,7 +300,11 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         bail!("--from must be > 0 and --factor > 1");
     }
     let shape = shape(&args.common, 2000, 2);
-    let target_list = args.common.targets.as_deref().unwrap_or("floor,1n1r");
+    let target_list = args
+        .common
+        .targets
+        .as_deref()
+        .unwrap_or("floor,socketio,1n1r,3n2r");
     let first = Load {
         rate: args.from,
         duration: secs(args.step_duration, "step-duration")?,

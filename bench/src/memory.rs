@@ -1,14 +1,21 @@
 //! `memory`: idle clients held open; resident memory per connection of
 //! each server process (added over its idle baseline, and total).
+//!
+//! One process can hold only as many sockets as its file limit allows
+//! (~20,000 here, a hard limit). Beyond that the clients are split over
+//! `hold` child processes (this binary again), each opening its share of
+//! one [`Plan`], and a turbochat target needs enough routers
+//! (`--targets 1n6r`) for each to stay under the limit too.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use tokio::io::AsyncReadExt;
 
-use crate::load::{Fleet, FleetShape};
+use crate::load::{Fleet, FleetShape, Plan};
 use crate::report::{Memory, Report, SystemFigures};
-use crate::system::{System, Target};
+use crate::system::{ChildProcess, System, Target};
 
 /// What `memory` does.
 #[derive(Debug, Clone)]
@@ -25,43 +32,199 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
+    /// Processes holding the clients (0: as few as the file limit allows).
+    pub processes: usize,
 }
+
+/// How long a `hold` share may take to connect its clients.
+const HOLD_READY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// File descriptors a process needs besides its connections.
 const FD_HEADROOM: u64 = 256;
 
+/// Sockets one process may hold.
+fn per_process(nofile_limit: u64) -> usize {
+    nofile_limit.saturating_sub(FD_HEADROOM).max(1) as usize
+}
+
+/// Client processes to use: as asked, else as few as the limit allows.
+fn client_processes(settings: &Settings) -> anyhow::Result<usize> {
+    let clients = settings.shape.clients;
+    let fit = per_process(settings.nofile_limit);
+    let processes = match settings.processes {
+        0 => clients.div_ceil(fit),
+        n => n,
+    };
+    if clients.div_ceil(processes) > fit {
+        bail!(
+            "{clients} clients over {processes} processes is more than {fit} sockets each, the most RLIMIT_NOFILE ({}) allows here (a hard limit; raising it needs CAP_SYS_RESOURCE); use --processes {} or more",
+            settings.nofile_limit,
+            clients.div_ceil(fit)
+        );
+    }
+    Ok(processes)
+}
+
+/// Refuses a target one of whose server processes would need more sockets
+/// than the file limit allows.
+fn check_fits(target: &Target, clients: usize, nofile_limit: u64) -> anyhow::Result<()> {
+    let fit = per_process(nofile_limit);
+    let (servers, hint) = match target {
+        Target::Turbochat { routers, nodes, .. } => (
+            *routers,
+            format!(
+                "use --targets {nodes}n{}r (more routers)",
+                clients.div_ceil(fit)
+            ),
+        ),
+        _ => (1, "it is one process; use fewer --clients".to_string()),
+    };
+    if clients.div_ceil(servers) > fit {
+        bail!(
+            "{}: {clients} connections over {servers} server process(es) is more than the {fit} sockets RLIMIT_NOFILE ({nofile_limit}) allows each; {hint}",
+            target.name()
+        );
+    }
+    Ok(())
+}
+
+/// The clients of one target, held by this process or by `hold` children.
+enum Holders {
+    Here(Fleet),
+    Children(Vec<ChildProcess>),
+}
+
+impl Holders {
+    /// Seats the clients on `system` and connects them, in `processes`
+    /// processes (1: this one). Returns them with how many are connected.
+    async fn connect(
+        system: &System,
+        shape: &FleetShape,
+        processes: usize,
+    ) -> anyhow::Result<(Holders, usize, usize)> {
+        let plan = Plan::make(system, shape).await?;
+        if processes <= 1 {
+            let fleet = Fleet::open(&plan).await?;
+            let connected = fleet.len();
+            return Ok((Holders::Here(fleet), connected, plan.conversations));
+        }
+        let dir = tempfile::tempdir().context("temp dir for the plans")?;
+        let exe = std::env::current_exe().context("own executable")?;
+        let shares = plan.split(processes);
+        let mut started = Vec::new();
+        for (i, share) in shares.iter().enumerate() {
+            let path = dir.path().join(format!("plan-{i}.json"));
+            std::fs::write(&path, serde_json::to_vec(share)?)?;
+            let mut command = std::process::Command::new(&exe);
+            command.arg("hold").arg("--plan").arg(&path);
+            let name = format!("hold share {i} ({} clients)", share.seats.len());
+            started.push(tokio::task::spawn_blocking(move || {
+                ChildProcess::start(&name, command, HOLD_READY_TIMEOUT)
+            }));
+        }
+        let mut children = Vec::new();
+        let mut connected = 0;
+        for child in started {
+            let child = child.await??;
+            connected += child.ready["connected"].as_u64().unwrap_or(0) as usize;
+            children.push(child);
+        }
+        Ok((Holders::Children(children), connected, plan.conversations))
+    }
+
+    /// `(label, pid)` of the child processes (none when held here).
+    fn processes(&self) -> Vec<(String, u32)> {
+        match self {
+            Holders::Here(_) => Vec::new(),
+            Holders::Children(children) => children
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("bench-hold-{i}"), c.child.id()))
+                .collect(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Holders::Here(fleet) => fleet.close().await,
+            Holders::Children(children) => {
+                let _ = tokio::task::spawn_blocking(move || drop(children)).await;
+            }
+        }
+    }
+}
+
+/// The `hold` child: opens the clients of the plan in `path`, prints
+/// `{"connected": n}`, and keeps them until its stdin closes.
+pub async fn hold(path: &std::path::Path) -> anyhow::Result<()> {
+    let plan: Plan = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let started = Instant::now();
+    let fleet = Fleet::open(&plan).await?;
+    println!(
+        "{}",
+        serde_json::json!({"connected": fleet.len(), "secs": started.elapsed().as_secs_f64()})
+    );
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while stdin.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    fleet.close().await;
+    Ok(())
+}
+
 /// Holds the clients against each target and writes the JSON.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
-    let wanted = settings.shape.clients as u64 + FD_HEADROOM;
-    if wanted > settings.nofile_limit {
-        bail!(
-            "{} connections need a file limit of about {wanted}, but RLIMIT_NOFILE is {} here and cannot be raised further (the hard limit; raising it needs CAP_SYS_RESOURCE); use --clients {} or fewer",
-            settings.shape.clients,
-            settings.nofile_limit,
-            settings.nofile_limit.saturating_sub(FD_HEADROOM)
-        );
+    let processes = client_processes(settings)?;
+    for target in &settings.targets {
+        check_fits(target, settings.shape.clients, settings.nofile_limit)?;
     }
     let mut notes = vec![
         "RSS per connection: each client is subscribed to one 1:1 conversation and idle"
             .to_string(),
-        "Socket.IO peer (npm, rooms) not run yet: out of this bench's scope for now".to_string(),
     ];
+    if processes > 1 {
+        notes.push(format!(
+            "clients held by {processes} bench processes (file limit {} each)",
+            settings.nofile_limit
+        ));
+    }
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
         let system = System::start(target, &Default::default()).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = crate::rss::sample(&system.processes);
-        let fleet = Fleet::connect(&system, &settings.shape).await?;
+        let started = Instant::now();
+        let (holders, connected, conversations) =
+            Holders::connect(&system, &settings.shape, processes).await?;
+        let setup = started.elapsed();
         eprintln!(
-            "== {}: {} idle clients connected in {:.1} s; holding {:.0} s",
+            "== {}: {connected} idle clients connected in {:.1} s; holding {:.0} s",
             target.name(),
-            fleet.len(),
-            fleet.setup.as_secs_f64(),
+            setup.as_secs_f64(),
             settings.hold.as_secs_f64()
         );
+        if connected < settings.shape.clients {
+            bail!(
+                "{}: only {connected} of {} clients connected",
+                target.name(),
+                settings.shape.clients
+            );
+        }
         tokio::time::sleep(settings.hold).await;
-        let memory = Memory::new(crate::rss::sample(&system.processes), baseline, fleet.len());
+        let memory = Memory::new(crate::rss::sample(&system.processes), baseline, connected);
+        let client_rss: u64 = crate::rss::sample(&holders.processes())
+            .iter()
+            .map(|p| p.rss_kib)
+            .sum();
+        if client_rss > 0 {
+            eprintln!(
+                "== {}: bench client processes {:.0} MiB RSS in all",
+                target.name(),
+                client_rss as f64 / 1024.0
+            );
+        }
         if let Some(router) = memory.per_connection("router") {
             let kib = router / 1024.0;
             notes.push(if kib <= 16.0 {
@@ -78,13 +241,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
             system: target.name(),
             target: target.clone(),
             bin_dir: system.bin_dir(),
-            connections: fleet.len(),
-            conversations: fleet.conversations,
-            setup_secs: fleet.setup.as_secs_f64(),
+            connections: connected,
+            conversations,
+            setup_secs: setup.as_secs_f64(),
             phases: Vec::new(),
             memory,
         });
-        fleet.close().await;
+        holders.close().await;
         system.stop().await;
     }
     let report = Report {

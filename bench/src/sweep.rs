@@ -66,12 +66,42 @@ fn passed(phase: &crate::load::PhaseFigures, bound_ms: f64) -> Result<(), String
     Ok(())
 }
 
+/// Notes comparing each turbochat's capacity with the Socket.IO peer's
+/// (target: at least 2x, with our persistence on and theirs off).
+fn against_socketio(capacities: &[Capacity]) -> Vec<String> {
+    let name = Target::SocketIo.name();
+    let Some(peer) = capacities.iter().find(|c| c.system == name) else {
+        return Vec::new();
+    };
+    capacities
+        .iter()
+        .filter(|c| c.system.starts_with("turbochat"))
+        .map(|c| match (c.highest_rate_under_bound, peer.highest_rate_under_bound) {
+            (Some(ours), Some(theirs)) => {
+                let ratio = ours / theirs;
+                let verdict = if ratio >= 2.0 {
+                    "meets the ≥ 2x target".to_string()
+                } else {
+                    format!("misses the ≥ 2x target by {:.0} msg/s", 2.0 * theirs - ours)
+                };
+                format!(
+                    "{}: highest load {ours:.0} msg/s = {ratio:.2}x Socket.IO's {theirs:.0} msg/s; {verdict}",
+                    c.system
+                )
+            }
+            (ours, theirs) => format!(
+                "{}: no ratio to Socket.IO (ours {ours:?}, theirs {theirs:?} msg/s)",
+                c.system
+            ),
+        })
+        .collect()
+}
+
 /// Sweeps every target and writes the JSON and the SVG.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Capacity>)> {
     let per_client = settings.max_rate / settings.shape.clients as f64;
     let (router_env, note) = crate::run::router_env_for(per_client);
     let mut notes: Vec<String> = note.into_iter().collect();
-    notes.push("Socket.IO peer (npm, rooms) not run yet: out of this bench's scope for now".into());
     let mut systems = Vec::new();
     let mut capacities = Vec::new();
     for target in &settings.targets {
@@ -137,6 +167,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Ca
         fleet.close().await;
         system.stop().await;
     }
+    notes.extend(against_socketio(&capacities));
     let report = Report {
         mode: "sweep".into(),
         timestamp: crate::report::timestamp(),

@@ -1,9 +1,11 @@
 //! The systems under test, started and stopped one at a time: the floor
-//! (our own process) and turbochat clusters (through the cluster-tests
-//! harness, on a fresh PostgreSQL database each).
+//! (our own process), the Socket.IO peer (`peers/socketio`, Node.js) and
+//! turbochat clusters (through the cluster-tests harness, on a fresh
+//! PostgreSQL database each).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,8 @@ use harness::store::TestStore;
 pub enum Target {
     /// The bare broadcast server of [`crate::floor`].
     Floor,
+    /// A Socket.IO 4 server with rooms, no persistence (`peers/socketio`).
+    SocketIo,
     /// turbochat on PostgreSQL.
     Turbochat {
         /// Nodes.
@@ -37,21 +41,24 @@ impl Target {
     pub fn name(&self) -> String {
         match self {
             Target::Floor => "floor".into(),
+            Target::SocketIo => "socketio".into(),
             Target::Turbochat { nodes, routers, .. } => format!("turbochat-{nodes}n{routers}r"),
         }
     }
 
-    /// Parses `floor`, `1n1r`, `3n2r` (or `turbochat-3n2r`). Clusters with
-    /// more than one node use gossip.
+    /// Parses `floor`, `socketio`, `1n1r`, `3n2r` (or `turbochat-3n2r`).
+    /// Clusters with more than one node use gossip.
     pub fn parse(text: &str) -> anyhow::Result<Target> {
         let text = text.trim().trim_start_matches("turbochat-");
-        if text == "floor" {
-            return Ok(Target::Floor);
+        match text {
+            "floor" => return Ok(Target::Floor),
+            "socketio" | "socket.io" => return Ok(Target::SocketIo),
+            _ => {}
         }
         let (nodes, routers) = text
             .strip_suffix('r')
             .and_then(|rest| rest.split_once('n'))
-            .ok_or_else(|| anyhow!("unknown target {text:?} (floor, 1n1r, 3n2r, ...)"))?;
+            .ok_or_else(|| anyhow!("unknown target {text:?} (floor, socketio, 1n1r, 3n2r, ...)"))?;
         let nodes: usize = nodes.parse().context("node count")?;
         let routers: usize = routers.parse().context("router count")?;
         if nodes == 0 || routers == 0 {
@@ -69,7 +76,7 @@ impl Target {
 pub struct System {
     /// What was started.
     pub target: Target,
-    /// `ip:port` of each WebSocket endpoint (routers, or the floor).
+    /// `ip:port` of each WebSocket endpoint (routers, or the one peer process).
     pub endpoints: Vec<String>,
     /// `(label, pid)` of every server process (PostgreSQL not included).
     pub processes: Vec<(String, u32)>,
@@ -78,8 +85,17 @@ pub struct System {
 
 /// Held only so dropping the system stops its processes.
 enum Running {
-    Floor { _process: FloorProcess },
+    Peer { _process: ChildProcess },
     Turbochat { _cluster: Box<Cluster> },
+}
+
+/// How clients talk to a system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Wire {
+    /// turbochat's JSON frames (`{"type": ...}`), also spoken by the floor.
+    Frames,
+    /// The same frames as Socket.IO events (Engine.IO 4 over WebSocket).
+    SocketIo,
 }
 
 impl System {
@@ -90,13 +106,25 @@ impl System {
         router_env: &BTreeMap<String, String>,
     ) -> anyhow::Result<System> {
         match target {
-            Target::Floor => {
-                let floor = tokio::task::spawn_blocking(FloorProcess::start).await??;
+            Target::Floor | Target::SocketIo => {
+                let command = match target {
+                    Target::Floor => floor_command()?,
+                    _ => socketio_command()?,
+                };
+                let name = target.name();
+                let peer = tokio::task::spawn_blocking(move || {
+                    ChildProcess::start(&name, command, PEER_READY_TIMEOUT)
+                })
+                .await??;
+                let addr = peer.ready["http"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no http in {}", peer.ready))?
+                    .to_string();
                 Ok(System {
                     target: target.clone(),
-                    endpoints: vec![floor.addr.clone()],
-                    processes: vec![("floor".into(), floor.child.id())],
-                    running: Running::Floor { _process: floor },
+                    endpoints: vec![addr],
+                    processes: vec![(target.name(), peer.child.id())],
+                    running: Running::Peer { _process: peer },
                 })
             }
             Target::Turbochat {
@@ -132,12 +160,23 @@ impl System {
         }
     }
 
+    /// How clients talk to this system.
+    pub fn wire(&self) -> Wire {
+        match self.target {
+            Target::SocketIo => Wire::SocketIo,
+            _ => Wire::Frames,
+        }
+    }
+
     /// The WebSocket URL for `user` on endpoint `i % endpoints`.
     pub fn ws_url(&self, i: usize, user: &str) -> String {
         let addr = &self.endpoints[i % self.endpoints.len()];
-        match self.running {
-            Running::Floor { .. } => format!("ws://{addr}/ws?user={user}"),
-            Running::Turbochat { .. } => {
+        match self.target {
+            Target::Floor => format!("ws://{addr}/ws?user={user}"),
+            Target::SocketIo => {
+                format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&user={user}")
+            }
+            Target::Turbochat { .. } => {
                 format!("ws://{addr}/ws?token={}", harness::tokens::valid(user))
             }
         }
@@ -149,7 +188,7 @@ impl System {
         &self,
         groups: &[Vec<String>],
     ) -> anyhow::Result<Vec<String>> {
-        if let Running::Floor { .. } = self.running {
+        if let Running::Peer { .. } = self.running {
             return Ok((0..groups.len()).map(|i| format!("room-{i}")).collect());
         }
         let http = reqwest::Client::new();
@@ -187,10 +226,10 @@ impl System {
         created.into_iter().collect()
     }
 
-    /// Where the node and router binaries came from (None for the floor).
+    /// Where the node and router binaries came from (None for the peers).
     pub fn bin_dir(&self) -> Option<String> {
         match self.running {
-            Running::Floor { .. } => None,
+            Running::Peer { .. } => None,
             Running::Turbochat { .. } => Some(harness::bins::bin_dir().display().to_string()),
         }
     }
@@ -202,22 +241,69 @@ impl System {
     }
 }
 
-/// The floor as a child process: this same binary with `floor`.
-struct FloorProcess {
-    child: Child,
-    addr: String,
+/// The floor: this same binary with `floor`.
+fn floor_command() -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let mut command = Command::new(exe);
+    command.args(["floor", "--listen", "127.0.0.1:0"]);
+    Ok(command)
 }
 
-impl FloorProcess {
-    fn start() -> anyhow::Result<FloorProcess> {
-        let exe = std::env::current_exe().context("own executable")?;
-        let mut child = Command::new(exe)
-            .args(["floor", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
+/// Where the Socket.IO peer lives.
+pub fn socketio_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/socketio"))
+}
+
+/// The Socket.IO peer: `node server.js` in [`socketio_dir`], after
+/// `npm ci` there if its dependencies are not installed yet.
+fn socketio_command() -> anyhow::Result<Command> {
+    let dir = socketio_dir();
+    if !dir.join("node_modules/socket.io").is_dir() {
+        npm_ci(&dir)?;
+    }
+    let mut command = Command::new("node");
+    command.arg("server.js").current_dir(&dir);
+    Ok(command)
+}
+
+fn npm_ci(dir: &Path) -> anyhow::Result<()> {
+    eprintln!("== socketio: npm ci in {}", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("running npm (the Socket.IO peer needs Node.js and npm on PATH)")?;
+    if !status.success() {
+        bail!("npm ci in {} failed with {status}", dir.display());
+    }
+    Ok(())
+}
+
+/// How long a peer server may take to print its ready line.
+const PEER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A child process that prints one JSON line once ready (a peer server:
+/// `{"http": "ip:port"}`; a `hold` share: `{"connected": n}`). Its stdin
+/// is a pipe: a child that watches it exits when this handle (or the
+/// bench) goes away. Dropping kills it.
+pub struct ChildProcess {
+    /// The process.
+    pub child: Child,
+    /// Its ready line.
+    pub ready: serde_json::Value,
+}
+
+impl ChildProcess {
+    /// Starts `command` and waits up to `timeout` for its ready line.
+    pub fn start(name: &str, mut command: Command, timeout: Duration) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("start the floor")?;
+            .with_context(|| format!("start {name}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -233,24 +319,28 @@ impl FloorProcess {
                 break line;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                bail!("the floor exited with {status} before ready");
+                bail!("{name} exited with {status} before ready");
             }
-            if started.elapsed() > Duration::from_secs(10) {
+            if started.elapsed() > timeout {
                 let _ = child.kill();
-                bail!("the floor was not ready after 10 s");
+                let _ = child.wait();
+                bail!("{name} was not ready after {timeout:?}");
             }
         };
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("floor ready line {line:?}"))?;
-        let addr = ready["http"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no http in {ready}"))?
-            .to_string();
-        Ok(FloorProcess { child, addr })
+        let ready =
+            serde_json::from_str(&line).with_context(|| format!("{name} ready line {line:?}"));
+        match ready {
+            Ok(ready) => Ok(ChildProcess { child, ready }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 }
 
-impl Drop for FloorProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -281,7 +371,8 @@ mod tests {
             }
         );
         assert_eq!(Target::parse("3n2r").unwrap().name(), "turbochat-3n2r");
-        assert!(Target::parse("socketio").is_err());
+        assert_eq!(Target::parse("socketio").unwrap(), Target::SocketIo);
+        assert!(Target::parse("nats").is_err());
         assert!(Target::parse("0n1r").is_err());
     }
 }

@@ -1,7 +1,8 @@
-//! The bench's smoke mode, as CI runs it: the real binary against the floor
-//! and turbochat 1 node + 1 router on PostgreSQL, tiny numbers. It must
-//! produce figures for both systems with nothing lost, so the instrument
-//! cannot rot unnoticed.
+//! The bench's smoke mode, as CI runs it: the real binary against the floor,
+//! the Socket.IO peer and turbochat 1 node + 1 router on PostgreSQL, tiny
+//! numbers. It must produce figures for every system with nothing lost, so
+//! the instrument cannot rot unnoticed. And the memory mode with its
+//! clients split over child processes, as it runs for 100,000 connections.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,7 +50,7 @@ fn smoke_produces_figures_with_nothing_lost() {
         .iter()
         .filter_map(|s| s["system"].as_str())
         .collect();
-    assert_eq!(names, ["floor", "turbochat-1n1r"]);
+    assert_eq!(names, ["floor", "socketio", "turbochat-1n1r"]);
     for system in systems {
         let name = &system["system"];
         let phase = &system["phases"][0];
@@ -91,4 +92,66 @@ fn smoke_produces_figures_with_nothing_lost() {
             .all(|p| p["rss_kib"].as_u64().unwrap() > 0));
     }
     assert!(stdout.contains("latency p99 ms"), "the table is printed");
+}
+
+#[test]
+fn memory_mode_holds_clients_from_several_processes() {
+    let bin_dir = harness::bins::bin_dir();
+    let results = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_turbochat-bench"))
+        .args([
+            "memory",
+            "--targets",
+            "1n2r",
+            "--clients",
+            "60",
+            "--processes",
+            "3",
+            "--hold",
+            "1",
+            "--results-dir",
+        ])
+        .arg(results.path())
+        .env("TURBOCHAT_BIN_DIR", bin_dir)
+        .output()
+        .expect("turbochat-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "memory failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("60 idle clients connected"),
+        "all 60 clients connected: {stderr}"
+    );
+    let file = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a JSON result");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let system = &report["systems"][0];
+    assert_eq!(system["system"], "turbochat-1n2r");
+    assert_eq!(system["connections"], 60);
+    let processes = system["memory"]["processes"].as_array().expect("processes");
+    assert_eq!(
+        processes.len(),
+        3,
+        "one node and two routers: {processes:?}"
+    );
+    assert!(
+        processes.iter().all(|p| p["rss_kib"].as_u64().unwrap() > 0),
+        "every server process sampled: {processes:?}"
+    );
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("held by 3 bench processes")),
+        "notes say how the clients were held: {}",
+        report["notes"]
+    );
 }

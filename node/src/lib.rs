@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use turbochat_cluster::{feed_ring, Member, MemberState, Membership, Ring, RingView, Role};
@@ -193,8 +192,12 @@ pub async fn run(
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .add_service(LinkServer::new(link))
+            // tonic applies its own `tcp_nodelay` only to listeners it binds
+            // itself; without it, Nagle holds a small fan-out or ack frame
+            // back until the router acks the previous one (up to its 40 ms
+            // delayed ACK).
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 shutdown.clone().cancelled_owned(),
             ),
     );
