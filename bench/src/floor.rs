@@ -320,6 +320,7 @@ pub fn run_process(listen: &str, threads: usize) -> anyhow::Result<()> {
     crate::dial::raise_file_limit(1 << 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
+        .thread_name("floor-worker")
         .enable_all()
         .build()?;
     runtime.block_on(async {

@@ -10,6 +10,7 @@
 //! - [`load`]: the fleet of clients and the open-loop scheduler; latency
 //!   from the intended send time.
 //! - [`rss`]: resident memory of the server processes.
+//! - [`server`]: the nodes' own metrics over a phase (where the time goes).
 //! - [`report`]: percentiles, the side-by-side table, the JSON.
 //! - [`run`], [`memory`], [`sweep`]: the modes; [`chart`]: the SVG.
 
@@ -21,5 +22,6 @@ pub mod memory;
 pub mod report;
 pub mod rss;
 pub mod run;
+pub mod server;
 pub mod sweep;
 pub mod system;

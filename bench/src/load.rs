@@ -107,6 +107,9 @@ pub struct PhaseFigures {
     /// Intended send → the scheduler actually queued it (the generator's
     /// own lateness; already included in the latencies above).
     pub scheduler_lag: Percentiles,
+    /// What turbochat's nodes measured over the phase (see [`crate::server`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<crate::server::NodeFigures>,
 }
 
 /// Counters of the running phase, shared by every client task.
@@ -551,6 +554,7 @@ impl Fleet {
             latency: Percentiles::of(&tally.latency.lock().expect("histogram lock")),
             ack_latency: Percentiles::of(&tally.ack_latency.lock().expect("histogram lock")),
             scheduler_lag: Percentiles::of(&tally.lag.lock().expect("histogram lock")),
+            nodes: None,
         }
     }
 

@@ -73,6 +73,17 @@ struct Common {
     /// Directory for the JSON (and SVG) results.
     #[arg(long)]
     results_dir: Option<PathBuf>,
+    /// Extra environment for every turbochat node, KEY=VALUE (repeatable),
+    /// e.g. TURBOCHAT_STORE__WRITER__MAX_IN_FLIGHT=4 to measure a setting.
+    #[arg(long = "node-env", value_parser = key_value)]
+    node_env: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if key.starts_with("TURBOCHAT_") => Ok((key.into(), value.into())),
+        _ => Err(format!("{text:?} is not TURBOCHAT_KEY=VALUE")),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -172,6 +183,7 @@ fn main() -> anyhow::Result<()> {
     let nofile_limit = bench::dial::raise_file_limit(1 << 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
+        .thread_name("bench-worker")
         .enable_all()
         .build()?;
     runtime.block_on(dispatch(cli.command, nofile_limit))
@@ -241,11 +253,12 @@ async fn load_mode(
     let settings = bench::run::Settings {
         mode: mode.into(),
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "load": load}),
+        recorded: json!({"targets": target_list, "shape": shape, "load": load, "node_env": args.common.node_env}),
         shape,
         load,
         results_dir: results_dir(&args.common),
         nofile_limit,
+        node_env: args.common.node_env.iter().cloned().collect(),
     };
     let (report, path) = bench::run::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -279,12 +292,13 @@ async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> 
         .unwrap_or("floor,socketio,1n1r");
     let settings = bench::memory::Settings {
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold}),
+        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "node_env": args.common.node_env}),
         shape,
         hold: secs(args.hold, "hold")?,
         results_dir: results_dir(&args.common),
         nofile_limit,
         processes: args.processes,
+        node_env: args.common.node_env.iter().cloned().collect(),
     };
     let (report, path) = bench::memory::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -316,6 +330,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         recorded: json!({
             "targets": target_list, "shape": shape, "first": first,
             "factor": args.factor, "max_rate": args.max_rate, "bound_ms": args.bound_ms,
+            "node_env": args.common.node_env,
         }),
         shape,
         first,
@@ -324,6 +339,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         bound_ms: args.bound_ms,
         results_dir: results_dir(&args.common),
         nofile_limit,
+        node_env: args.common.node_env.iter().cloned().collect(),
     };
     let (report, path, capacities) = bench::sweep::run(&settings).await?;
     println!("{}", bench::report::sweep_table(&report.systems));

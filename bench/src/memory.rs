@@ -7,6 +7,7 @@
 //! one [`Plan`], and a turbochat target needs enough routers
 //! (`--targets 1n6r`) for each to stay under the limit too.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
+    /// Extra environment for every turbochat node (`--node-env`).
+    pub node_env: BTreeMap<String, String>,
     /// Processes holding the clients (0: as few as the file limit allows).
     pub processes: usize,
 }
@@ -192,7 +195,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &Default::default()).await?;
+        let system = System::start(target, &Default::default(), &settings.node_env).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = crate::rss::sample(&system.processes);
         let started = Instant::now();

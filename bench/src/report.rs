@@ -288,6 +288,34 @@ pub fn table(systems: &[SystemFigures]) -> String {
                 .map(|p| format!("{:.2} / {:.2}", p.ack_latency.p50_ms, p.ack_latency.p99_ms))
                 .unwrap_or_default()
         });
+        if systems
+            .iter()
+            .any(|s| phase(s).is_some_and(|p| p.nodes.is_some()))
+        {
+            let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
+                _ => "-".into(),
+            };
+            row("node recv→durable p50/p99 ms", &|s| {
+                phase(s)
+                    .and_then(|p| p.nodes)
+                    .map(|n| pair(n.send_commit_p50_ms, n.send_commit_p99_ms))
+                    .unwrap_or_else(|| "-".into())
+            });
+            row("group commit p50/p99 ms", &|s| {
+                phase(s)
+                    .and_then(|p| p.nodes)
+                    .map(|n| pair(n.commit_p50_ms, n.commit_p99_ms))
+                    .unwrap_or_else(|| "-".into())
+            });
+            row("messages per commit", &|s| {
+                phase(s)
+                    .and_then(|p| p.nodes)
+                    .and_then(|n| n.messages_per_commit)
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            });
+        }
         row("scheduler lag p99 ms", &|s| {
             phase(s)
                 .map(|p| format!("{:.2}", p.scheduler_lag.p99_ms))

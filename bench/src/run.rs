@@ -25,6 +25,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
+    /// Extra environment for every turbochat node (`--node-env`).
+    pub node_env: BTreeMap<String, String>,
 }
 
 /// Router environment so the bench measures the data path, not the
@@ -62,7 +64,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &router_env).await?;
+        let system = System::start(target, &router_env, &settings.node_env).await?;
         let bin_dir = system.bin_dir();
         if let Some(dir) = &bin_dir {
             if settings.mode == "run" && !dir.contains("release") {
@@ -83,7 +85,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
             settings.load.warmup.as_secs_f64(),
             settings.load.duration.as_secs_f64(),
         );
-        let phase = fleet.run_phase(&settings.load).await;
+        let phase = crate::server::observe(&system, &mut fleet, &settings.load).await;
         let memory = Memory::new(
             crate::rss::sample(&system.processes),
             Vec::new(),

@@ -2,6 +2,7 @@
 //! clients until p99 passes the bound (or messages are lost), and reports
 //! the highest load that stayed under it; draws latency vs load as SVG.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
+    /// Extra environment for every turbochat node (`--node-env`).
+    pub node_env: BTreeMap<String, String>,
 }
 
 /// The highest load one system sustained.
@@ -106,7 +109,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Ca
     let mut capacities = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &router_env).await?;
+        let system = System::start(target, &router_env, &settings.node_env).await?;
         let mut fleet = Fleet::connect(&system, &settings.shape).await?;
         let mut phases = Vec::new();
         let mut best = None;
@@ -116,7 +119,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Ca
                 rate,
                 ..settings.first.clone()
             };
-            let phase = fleet.run_phase(&load).await;
+            let phase = crate::server::observe(&system, &mut fleet, &load).await;
             eprintln!(
                 "== {}: {:.0} msg/s -> p50 {:.2} ms p99 {:.2} ms lost {}",
                 target.name(),

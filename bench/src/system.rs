@@ -80,6 +80,9 @@ pub struct System {
     pub endpoints: Vec<String>,
     /// `(label, pid)` of every server process (PostgreSQL not included).
     pub processes: Vec<(String, u32)>,
+    /// `ip:port` of each turbochat node's HTTP listener (`/metrics`); empty
+    /// for the peers.
+    pub node_metrics: Vec<String>,
     running: Running,
 }
 
@@ -99,11 +102,14 @@ pub enum Wire {
 }
 
 impl System {
-    /// Starts `target` and waits until it accepts clients. `router_env` is
-    /// extra environment for turbochat routers (e.g. raised limits).
+    /// Starts `target` and waits until it accepts clients. `router_env` and
+    /// `node_env` are extra environment for turbochat's routers (e.g. raised
+    /// limits) and nodes (e.g. a store setting under test); the peers
+    /// ignore them.
     pub async fn start(
         target: &Target,
         router_env: &BTreeMap<String, String>,
+        node_env: &BTreeMap<String, String>,
     ) -> anyhow::Result<System> {
         match target {
             Target::Floor | Target::SocketIo => {
@@ -124,6 +130,7 @@ impl System {
                     target: target.clone(),
                     endpoints: vec![addr],
                     processes: vec![(target.name(), peer.child.id())],
+                    node_metrics: Vec::new(),
                     running: Running::Peer { _process: peer },
                 })
             }
@@ -138,10 +145,12 @@ impl System {
                     routers: *routers,
                     gossip: *gossip,
                     router_env: router_env.clone(),
+                    node_env: node_env.clone(),
                     ..Options::default()
                 };
                 let cluster = Cluster::start(store, options).await;
                 let endpoints = cluster.routers.iter().map(|r| r.addr("http")).collect();
+                let node_metrics = cluster.nodes.iter().map(|n| n.addr("http")).collect();
                 let processes = cluster
                     .nodes
                     .iter()
@@ -152,6 +161,7 @@ impl System {
                     target: target.clone(),
                     endpoints,
                     processes,
+                    node_metrics,
                     running: Running::Turbochat {
                         _cluster: Box::new(cluster),
                     },

@@ -83,6 +83,23 @@ fn smoke_produces_figures_with_nothing_lost() {
             );
         }
         assert!(phase["delivered_per_sec"].as_f64().unwrap() > 0.0);
+        // turbochat's nodes are scraped around the phase (warmup included,
+        // so they committed at least what was sent in the measured part);
+        // the peers have no such figures.
+        let nodes = &phase["nodes"];
+        if name == "turbochat-1n1r" {
+            assert!(
+                nodes["messages_committed"].as_u64().unwrap() >= sent,
+                "{name}: the node committed every message: {nodes}"
+            );
+            assert!(nodes["commits"].as_u64().unwrap() > 0, "{nodes}");
+            assert!(nodes["messages_per_commit"].as_f64().unwrap() >= 1.0);
+            for key in ["send_commit_p50_ms", "send_commit_p99_ms", "commit_p99_ms"] {
+                assert!(nodes[key].as_f64().unwrap() > 0.0, "{name}: {key}: {nodes}");
+            }
+        } else {
+            assert!(nodes.is_null(), "{name} has no nodes: {nodes}");
+        }
         let memory = &system["memory"];
         assert!(memory["total_per_connection_bytes"].as_f64().unwrap() > 0.0);
         assert!(memory["processes"]
@@ -92,6 +109,10 @@ fn smoke_produces_figures_with_nothing_lost() {
             .all(|p| p["rss_kib"].as_u64().unwrap() > 0));
     }
     assert!(stdout.contains("latency p99 ms"), "the table is printed");
+    assert!(
+        stdout.contains("group commit p50/p99 ms"),
+        "the nodes' figures are printed"
+    );
 }
 
 #[test]

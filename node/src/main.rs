@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match turbochat_service::runtime("node") {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("turbochat-node: cannot start runtime: {err}");

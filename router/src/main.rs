@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match turbochat_service::runtime("router") {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("turbochat-router: cannot start runtime: {err}");

@@ -10,6 +10,17 @@ pub mod telemetry;
 
 use serde::Serialize;
 
+/// The multi-threaded runtime of a `role` process, its worker threads named
+/// `{role}-worker` so `top -H`, `perf` and flamegraphs tell the processes
+/// of one machine apart (tokio's default name is the same for all).
+/// `TOKIO_WORKER_THREADS` sets their number (default: one per CPU).
+pub fn runtime(role: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name(format!("{role}-worker"))
+        .enable_all()
+        .build()
+}
+
 /// Prints the one JSON line on stdout that tells a launcher or test harness a
 /// process is listening and where: `{"event":"ready","role":...,...}`.
 /// Logs go to stderr, so stdout carries only this line.
