@@ -6,6 +6,8 @@
 #   bench/results/profiles/<timestamp>-<name>.svg     flamegraph (inferno)
 #   bench/results/profiles/<timestamp>-<name>.txt     CPU share per process
 #                                                     and the bench's table
+#   bench/results/profiles/<timestamp>-<name>.folded.gz  the stacks, for
+#                                                     inferno-diff-folded or grep
 # The processes are told apart by their worker threads' names (node-worker,
 # router-worker, bench-worker, floor-worker; PostgreSQL's backends are
 # "postgres"; Socket.IO is "node", the Node.js binary).
@@ -70,17 +72,18 @@ inferno-flamegraph --title "turbochat-bench run $* (whole machine, cpu-clock)" \
   echo "turbochat-bench run $*"
   echo "perf: cpu-clock at 499 Hz on all CPUs for ${record} s of the measured phase"
   echo
-  echo "CPU share by process (of all samples; idle CPUs take no samples):"
+  echo "CPU share by process (of all samples of all CPUs; swapper = idle):"
   awk '{ n = $NF; split($1, f, ";"); comm = f[1]; sub(/-[0-9]+(\/[0-9]+)?$/, "", comm);
          total += n; by[comm] += n }
        END { for (c in by) printf "%6.1f%%  %s\n", 100 * by[c] / total, c; }' "$work/folded" |
     sort -rn | head -12
-  cpus=$(nproc)
-  awk -v hz=499 -v secs="$record" -v cpus="$cpus" '{ total += $NF }
-       END { printf "\nmachine busy: %.0f%% of %d CPUs\n", 100 * total / (hz * secs * cpus), cpus }' "$work/folded"
+  # An idle CPU is sampled in the kernel's idle task ("swapper").
+  awk -v cpus="$(nproc)" '{ n = $NF; total += n; if ($1 ~ /^swapper/) idle += n }
+       END { printf "\nmachine busy: %.0f%% of %d CPUs\n", 100 * (total - idle) / total, cpus }' "$work/folded"
   echo
   cat "$work/table.txt"
 } >"$out/$stamp-$name.txt"
 cp "$work"/*-run.json "$out/$stamp-$name.json"
+gzip -c "$work/folded" >"$out/$stamp-$name.folded.gz"
 cat "$out/$stamp-$name.txt"
 echo "flamegraph: $out/$stamp-$name.svg"

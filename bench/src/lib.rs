@@ -9,12 +9,14 @@
 //!   limit).
 //! - [`load`]: the fleet of clients and the open-loop scheduler; latency
 //!   from the intended send time.
-//! - [`rss`]: resident memory of the server processes.
+//! - [`rss`]: resident memory of the server processes; [`cpu`]: their CPU
+//!   time per message.
 //! - [`server`]: the nodes' own metrics over a phase (where the time goes).
 //! - [`report`]: percentiles, the side-by-side table, the JSON.
 //! - [`run`], [`memory`], [`sweep`]: the modes; [`chart`]: the SVG.
 
 pub mod chart;
+pub mod cpu;
 pub mod dial;
 pub mod floor;
 pub mod load;

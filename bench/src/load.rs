@@ -110,6 +110,9 @@ pub struct PhaseFigures {
     /// What turbochat's nodes measured over the phase (see [`crate::server`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<crate::server::NodeFigures>,
+    /// CPU the servers (and PostgreSQL) used over the phase, warmup included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::cpu::CpuFigures>,
 }
 
 /// Counters of the running phase, shared by every client task.
@@ -555,6 +558,7 @@ impl Fleet {
             ack_latency: Percentiles::of(&tally.ack_latency.lock().expect("histogram lock")),
             scheduler_lag: Percentiles::of(&tally.lag.lock().expect("histogram lock")),
             nodes: None,
+            cpu: None,
         }
     }
 

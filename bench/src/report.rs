@@ -316,6 +316,16 @@ pub fn table(systems: &[SystemFigures]) -> String {
                     .unwrap_or_else(|| "-".into())
             });
         }
+        row("server CPU µs/msg (pg)", &|s| {
+            phase(s)
+                .and_then(|p| p.cpu)
+                .and_then(|c| {
+                    let total = c.total_us_per_message?;
+                    let pg = c.postgres_us_per_message.unwrap_or(0.0);
+                    Some(format!("{total:.0} ({pg:.0})"))
+                })
+                .unwrap_or_else(|| "-".into())
+        });
         row("scheduler lag p99 ms", &|s| {
             phase(s)
                 .map(|p| format!("{:.2}", p.scheduler_lag.p99_ms))

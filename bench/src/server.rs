@@ -218,7 +218,7 @@ pub struct NodeFigures {
 
 /// Runs `load` on `fleet` and adds what `system`'s nodes saw meanwhile
 /// (`None` for the peers, or when a scrape failed: that is reported on
-/// stderr and the phase still counts).
+/// stderr and the phase still counts) and the CPU its processes used.
 pub async fn observe(system: &System, fleet: &mut Fleet, load: &Load) -> PhaseFigures {
     let http = reqwest::Client::new();
     let endpoints = &system.node_metrics;
@@ -230,7 +230,12 @@ pub async fn observe(system: &System, fleet: &mut Fleet, load: &Load) -> PhaseFi
             .map_err(|e| eprintln!("== {}: no node metrics: {e:#}", system.target.name()))
             .ok()
     };
+    let cpu_before = crate::cpu::CpuSample::take(&system.processes);
     let mut phase = fleet.run_phase(load).await;
+    let offered = load.rate * (load.warmup + load.duration).as_secs_f64();
+    phase.cpu = Some(
+        crate::cpu::CpuSample::take(&system.processes).since(&cpu_before, offered.round() as u64),
+    );
     if let Some(before) = before {
         match scrape(&http, endpoints).await {
             Ok(after) => phase.nodes = Some(after.since(&before)),

@@ -3,19 +3,22 @@
 //! Everything but connecting, migrating and the fast path of `append` is the
 //! shared SQL of `sql.rs`. The fast path writes every message of every
 //! batch of a group commit, and their push jobs, with one statement (`UNNEST`
-//! arrays into a multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, the
-//! outbox fed from its `RETURNING` in the same statement): a group commit is
-//! `BEGIN`, that statement, `COMMIT` whatever its size. When some message
-//! turns out to be a duplicate, the transaction is rolled back and the
-//! batches are written message by message instead, which renumbers the
-//! messages after a duplicate.
+//! arrays into a multi-row `INSERT ... RETURNING`, the outbox fed from its
+//! `RETURNING` in the same statement). One statement is atomic on its own,
+//! so a group commit is that statement alone, in autocommit: one round trip
+//! whatever its size, instead of `BEGIN`, the statement, `COMMIT`. When some
+//! message turns out to be a duplicate (a retried send), the statement fails
+//! on the `(conversation, sender, client_msg_id)` constraint and writes
+//! nothing, and the batches are written message by message in a transaction
+//! instead, which renumbers the messages after a duplicate.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult};
-use sqlx::Postgres;
+use sqlx::{Connection, Postgres};
 use uuid::Uuid;
 
 use crate::sql::{
@@ -27,6 +30,13 @@ use crate::{Appended, ConversationBatch, StoreError};
 /// Name of the `UNIQUE (conversation_id, seq)` constraint in
 /// `migrations/postgres`.
 const SEQ_CONSTRAINT: &str = "messages_seq_key";
+
+/// Name of the `UNIQUE (conversation_id, sender_id, client_msg_id)`
+/// constraint: a retried send.
+const CLIENT_MSG_ID_CONSTRAINT: &str = "messages_client_msg_id_key";
+
+/// A pooled connection idle at least this long is pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -45,6 +55,20 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // sqlx pings every connection it hands out by default: a round
+            // trip as long as the group commit's one statement. Only a
+            // connection that sat idle may have been dropped by the server
+            // (restart, idle timeout, proxy); a hot one is proven by use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_IF_IDLE_FOR {
+                        return Ok(true);
+                    }
+                    // A failed ping makes the pool close it and try another.
+                    Ok(conn.ping().await.is_ok())
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(PgStore {
@@ -62,14 +86,13 @@ impl_store_via_sql!(PgStore);
 
 /// The fast path: one statement writes the messages and their push jobs
 /// (in `push_to` order, as the step-wise path does) and counts the messages
-/// it inserted. It inserts every message unless one is a duplicate of a
-/// stored one; then the count falls short.
+/// it inserted. It inserts every message or, when one is a duplicate of a
+/// stored one (or takes a taken seq), fails and inserts none.
 const FAST_INSERT: &str = "WITH ins AS ( \
          INSERT INTO messages \
              (id, conversation_id, seq, sender_id, client_msg_id, kind, body, media_key, created_at) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], \
                               $6::text[], $7::text[], $8::text[], $9::int8[]) \
-         ON CONFLICT (conversation_id, sender_id, client_msg_id) DO NOTHING \
          RETURNING id, conversation_id, seq, created_at \
      ), outbox AS ( \
          INSERT INTO push_outbox \
@@ -83,6 +106,9 @@ const FAST_INSERT: &str = "WITH ins AS ( \
 
 impl Backend for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+
+    /// [`FAST_INSERT`] writes everything or nothing.
+    const FAST_WRITE_IS_ONE_STATEMENT: bool = true;
 
     /// `SKIP LOCKED`: concurrent workers each take rows nobody else is
     /// claiming right now instead of queueing behind each other; a row
@@ -152,7 +178,7 @@ impl Backend for Postgres {
         if total == 0 {
             return Ok(Some(written));
         }
-        let inserted: i64 = sqlx::query_scalar(FAST_INSERT)
+        let inserted: Result<i64, _> = sqlx::query_scalar(FAST_INSERT)
             .bind(ids)
             .bind(conversations)
             .bind(seqs)
@@ -165,17 +191,30 @@ impl Backend for Postgres {
             .bind(push_messages)
             .bind(push_users)
             .fetch_one(conn)
-            .await
-            .map_err(|err| {
+            .await;
+        match inserted {
+            Ok(inserted) if usize::try_from(inserted).ok() == Some(total) => Ok(Some(written)),
+            Ok(inserted) => Err(WriteError::Store(StoreError::Corrupt(format!(
+                "group commit inserted {inserted} of {total} messages"
+            )))),
+            // A retried send: nothing was written; the step-wise path finds
+            // the stored message.
+            Err(sqlx::Error::Database(db))
+                if is_unique_violation(db.as_ref())
+                    && db.constraint() == Some(CLIENT_MSG_ID_CONSTRAINT) =>
+            {
+                Ok(None)
+            }
+            Err(err) => {
                 // Which batch and seq is unknown here; the caller retries
                 // batch by batch, which pins it down.
                 let first = &batches[0];
-                WriteError::classify::<Postgres>(err, first.conversation_id, first.first_seq)
-            })?;
-        if usize::try_from(inserted).ok() == Some(total) {
-            Ok(Some(written))
-        } else {
-            Ok(None)
+                Err(WriteError::classify::<Postgres>(
+                    err,
+                    first.conversation_id,
+                    first.first_seq,
+                ))
+            }
         }
     }
 }

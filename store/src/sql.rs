@@ -92,6 +92,12 @@ pub(crate) trait Backend: Database {
     /// can fail with `SQLITE_BUSY` at once instead of waiting `busy_timeout`.
     const BEGIN_WRITE: &'static str;
 
+    /// Whether [`Backend::write_fast`] is one statement that writes all of
+    /// it or nothing, so it runs on its own (autocommit: one round trip)
+    /// instead of inside `BEGIN`/`COMMIT`. Such a `write_fast` answers
+    /// `Ok(None)` only when it wrote nothing.
+    const FAST_WRITE_IS_ONE_STATEMENT: bool;
+
     /// Whether `err` is the unique violation of `(conversation_id, seq)`,
     /// i.e. another writer took a seq (guarantee 5).
     fn is_seq_conflict(err: &dyn DatabaseError) -> bool;
@@ -104,10 +110,11 @@ pub(crate) trait Backend: Database {
     /// concurrent claims must never return the same row.
     const CLAIM_PUSH_JOBS: &'static str;
 
-    /// Writes every batch inside the open write transaction `conn`, as
-    /// [`SqlStore::write_stepwise`] would. May answer `Ok(None)` ("this needs
-    /// the step-wise path"): the caller then rolls the transaction back and
-    /// runs [`SqlStore::write_stepwise`] in a fresh one.
+    /// Writes every batch, as [`SqlStore::write_stepwise`] would, inside the
+    /// open write transaction `conn` (or on its own, see
+    /// [`Backend::FAST_WRITE_IS_ONE_STATEMENT`]). May answer `Ok(None)`
+    /// ("this needs the step-wise path"): the caller then rolls the
+    /// transaction back and runs [`SqlStore::write_stepwise`] in a fresh one.
     fn write_fast<'a>(
         conn: &'a mut Self::Connection,
         batches: &'a [ConversationBatch],
@@ -664,6 +671,26 @@ where
         &self,
         batches: &[ConversationBatch],
     ) -> Result<Vec<Vec<Appended>>, WriteError> {
+        if DB::FAST_WRITE_IS_ONE_STATEMENT {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(WriteError::from_transaction)?;
+            if let Some(written) = DB::write_fast(&mut conn, batches).await? {
+                return Ok(written);
+            }
+            // Nothing was written: step by step, in one transaction.
+            drop(conn);
+            let mut tx = self
+                .pool
+                .begin_with(DB::BEGIN_WRITE)
+                .await
+                .map_err(WriteError::from_transaction)?;
+            let written = Self::write_stepwise(&mut tx, batches).await?;
+            tx.commit().await.map_err(WriteError::from_transaction)?;
+            return Ok(written);
+        }
         let mut tx = self
             .pool
             .begin_with(DB::BEGIN_WRITE)

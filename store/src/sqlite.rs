@@ -83,6 +83,9 @@ impl_store_via_sql!(SqliteStore);
 impl Backend for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
+    /// The step-wise path is many statements: it needs the transaction.
+    const FAST_WRITE_IS_ONE_STATEMENT: bool = false;
+
     /// One statement: it holds SQLite's single write lock from the select
     /// to the update, so two claims (two nodes on one file) never overlap.
     const CLAIM_PUSH_JOBS: &'static str = concat!(

@@ -1603,6 +1603,40 @@ async fn writer_reports_failed_commit_to_every_requester(db: TestDb) {
     task.await.unwrap();
 }
 
+// ------------------------------------------- PostgreSQL connection health
+
+/// The pool does not ping a connection it hands out while the connection
+/// is in use (that round trip would double a group commit's), only one
+/// that sat idle: here every connection of the store is killed by the
+/// server after an idle second, and the next append still succeeds on a
+/// fresh one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_replaces_connections_the_server_dropped() {
+    run_postgres(|db: TestDb| async move {
+        let store = db.store.as_ref();
+        let id = group(store, &[ALICE, BOB], 1).await;
+        append_ok(store, batch(id, 1, vec![message(ALICE, "a1", 10)])).await;
+        // Idle past the store's ping threshold (1 s): what is being tested.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let Raw::Postgres(raw) = &db.raw else {
+            unreachable!("run_postgres")
+        };
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+        )
+        .fetch_one(raw)
+        .await
+        .expect("terminate the store's connections");
+        assert!(killed >= 1, "the store had a pooled connection to kill");
+        let appended = append_ok(store, batch(id, 2, vec![message(BOB, "b1", 20)])).await;
+        assert_eq!(inserted(&appended[0]).seq, 2);
+        let stored = store.messages_after(id, 0, 10).await.expect("read back");
+        assert_eq!(seqs(&stored), [1, 2]);
+    })
+    .await;
+}
+
 // ------------------------------------------------------ SQLite crash safety
 
 /// Writes through one `SqliteStore`, leaks it (no clean close, no

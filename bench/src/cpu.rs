@@ -1,0 +1,159 @@
+//! CPU time the servers spent over a phase, per process, from
+//! `/proc/PID/stat` (user + system time of all threads).
+//!
+//! On a machine where everything shares two cores, latency near
+//! saturation swings from run to run; CPU time per message does not, so it
+//! is the figure to compare two builds or two systems by. PostgreSQL's
+//! backends are separate processes, not known by pid: every process named
+//! `postgres` is counted (the bench's database is the only one in use
+//! while it runs).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// CPU seconds used so far, by label (`node-1`, `router-1`, `postgres`,
+/// `floor`, ...).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuSample(BTreeMap<String, f64>);
+
+/// The label under which all PostgreSQL processes are summed.
+pub const POSTGRES: &str = "postgres";
+
+impl CpuSample {
+    /// Samples `(label, pid)` and every `postgres` process. A process that
+    /// is gone counts as zero.
+    pub fn take(processes: &[(String, u32)]) -> CpuSample {
+        let tick = clock_ticks_per_second();
+        let mut seconds = BTreeMap::new();
+        for (label, pid) in processes {
+            let ticks = read_stat(*pid).map(|s| s.ticks).unwrap_or(0);
+            seconds.insert(label.clone(), ticks as f64 / tick);
+        }
+        let postgres: u64 = proc_pids()
+            .filter_map(read_stat)
+            .filter(|s| s.comm == POSTGRES)
+            .map(|s| s.ticks)
+            .sum();
+        seconds.insert(POSTGRES.into(), postgres as f64 / tick);
+        CpuSample(seconds)
+    }
+
+    /// What was used between `earlier` and `self` (a process gone since
+    /// counts as zero, never negative).
+    pub fn since(&self, earlier: &CpuSample, messages: u64) -> CpuFigures {
+        let seconds: BTreeMap<String, f64> = self
+            .0
+            .iter()
+            .map(|(label, now)| {
+                let before = earlier.0.get(label).copied().unwrap_or(0.0);
+                (label.clone(), (now - before).max(0.0))
+            })
+            .collect();
+        let total: f64 = seconds.values().sum();
+        let per_message = |s: f64| (messages > 0).then(|| s * 1e6 / messages as f64);
+        CpuFigures {
+            messages,
+            total_us_per_message: per_message(total),
+            postgres_us_per_message: per_message(seconds.get(POSTGRES).copied().unwrap_or(0.0)),
+            seconds,
+        }
+    }
+}
+
+/// CPU used by the servers over one phase.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CpuFigures {
+    /// CPU seconds by process label (`postgres` = all its processes; 0 for
+    /// the peers, which use none).
+    pub seconds: BTreeMap<String, f64>,
+    /// Messages offered over the sampled time (warmup and measured part).
+    pub messages: u64,
+    /// All server CPU (PostgreSQL included) per message, microseconds.
+    pub total_us_per_message: Option<f64>,
+    /// PostgreSQL's part of it.
+    pub postgres_us_per_message: Option<f64>,
+}
+
+struct Stat {
+    comm: String,
+    /// utime + stime, in clock ticks.
+    ticks: u64,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `pid (comm) state ppid ... utime stime ...`: comm may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // After the comm: state is field 3 (index 0 here); utime 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Stat {
+        comm,
+        ticks: utime + stime,
+    })
+}
+
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let line =
+            "4242 (tokio (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 1 1";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.comm, "tokio (x) y");
+        assert_eq!(stat.ticks, 300);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn own_process_uses_cpu_and_differences_add_up() {
+        let me = vec![("bench".to_string(), std::process::id())];
+        let before = CpuSample::take(&me);
+        // Spin until 50 ms of CPU show up (never, if reading them is broken).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        let figures = loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let figures = CpuSample::take(&me).since(&before, 1000);
+            if figures.seconds["bench"] >= 0.05 || std::time::Instant::now() > deadline {
+                break figures;
+            }
+        };
+        let own = figures.seconds["bench"];
+        assert!(own >= 0.05, "spinning shows as CPU time: {figures:?}");
+        assert!(figures.total_us_per_message.unwrap() >= own * 1e3);
+        assert_eq!(
+            CpuSample::default().since(&before, 0).total_us_per_message,
+            None
+        );
+    }
+}
