@@ -74,15 +74,29 @@ struct Common {
     #[arg(long)]
     results_dir: Option<PathBuf>,
     /// Extra environment for every turbochat node, KEY=VALUE (repeatable),
-    /// e.g. TURBOCHAT_STORE__WRITER__MAX_IN_FLIGHT=4 to measure a setting.
+    /// e.g. TURBOCHAT_STORE__WRITER__MAX_BATCH_MESSAGES=64 or
+    /// TOKIO_WORKER_THREADS=1, to measure a setting.
     #[arg(long = "node-env", value_parser = key_value)]
     node_env: Vec<(String, String)>,
+    /// Extra environment for every turbochat router, KEY=VALUE (repeatable).
+    #[arg(long = "router-env", value_parser = key_value)]
+    router_env: Vec<(String, String)>,
 }
 
+/// `NAME=VALUE` with an environment variable name (`A-Z`, `0-9`, `_`).
 fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if key.starts_with("TURBOCHAT_") => Ok((key.into(), value.into())),
-        _ => Err(format!("{text:?} is not TURBOCHAT_KEY=VALUE")),
+        Some((key, value))
+            if !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            Ok((key.into(), value.into()))
+        }
+        _ => Err(format!(
+            "{text:?} is not NAME=VALUE (an environment variable)"
+        )),
     }
 }
 
@@ -253,12 +267,13 @@ async fn load_mode(
     let settings = bench::run::Settings {
         mode: mode.into(),
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "load": load, "node_env": args.common.node_env}),
+        recorded: json!({"targets": target_list, "shape": shape, "load": load, "node_env": args.common.node_env, "router_env": args.common.router_env}),
         shape,
         load,
         results_dir: results_dir(&args.common),
         nofile_limit,
         node_env: args.common.node_env.iter().cloned().collect(),
+        router_env: args.common.router_env.iter().cloned().collect(),
     };
     let (report, path) = bench::run::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -292,13 +307,14 @@ async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> 
         .unwrap_or("floor,socketio,1n1r");
     let settings = bench::memory::Settings {
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "node_env": args.common.node_env}),
+        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "node_env": args.common.node_env, "router_env": args.common.router_env}),
         shape,
         hold: secs(args.hold, "hold")?,
         results_dir: results_dir(&args.common),
         nofile_limit,
         processes: args.processes,
         node_env: args.common.node_env.iter().cloned().collect(),
+        router_env: args.common.router_env.iter().cloned().collect(),
     };
     let (report, path) = bench::memory::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -331,6 +347,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
             "targets": target_list, "shape": shape, "first": first,
             "factor": args.factor, "max_rate": args.max_rate, "bound_ms": args.bound_ms,
             "node_env": args.common.node_env,
+            "router_env": args.common.router_env,
         }),
         shape,
         first,
@@ -340,6 +357,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         results_dir: results_dir(&args.common),
         nofile_limit,
         node_env: args.common.node_env.iter().cloned().collect(),
+        router_env: args.common.router_env.iter().cloned().collect(),
     };
     let (report, path, capacities) = bench::sweep::run(&settings).await?;
     println!("{}", bench::report::sweep_table(&report.systems));

@@ -35,6 +35,9 @@ pub struct Settings {
     pub nofile_limit: u64,
     /// Extra environment for every turbochat node (`--node-env`).
     pub node_env: BTreeMap<String, String>,
+    /// Extra environment for every turbochat router (`--router-env`), on
+    /// top of what the bench sets itself.
+    pub router_env: BTreeMap<String, String>,
     /// Processes holding the clients (0: as few as the file limit allows).
     pub processes: usize,
 }
@@ -195,7 +198,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &Default::default(), &settings.node_env).await?;
+        let system = System::start(target, &settings.router_env, &settings.node_env).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = crate::rss::sample(&system.processes);
         let started = Instant::now();

@@ -27,6 +27,9 @@ pub struct Settings {
     pub nofile_limit: u64,
     /// Extra environment for every turbochat node (`--node-env`).
     pub node_env: BTreeMap<String, String>,
+    /// Extra environment for every turbochat router (`--router-env`), on
+    /// top of what the bench sets itself.
+    pub router_env: BTreeMap<String, String>,
 }
 
 /// Router environment so the bench measures the data path, not the
@@ -59,7 +62,8 @@ pub fn router_env_for(per_client_rate: f64) -> (BTreeMap<String, String>, Option
 /// Runs the load against every target, one at a time, and writes the JSON.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let per_client = settings.load.rate / settings.shape.clients as f64;
-    let (router_env, note) = router_env_for(per_client);
+    let (mut router_env, note) = router_env_for(per_client);
+    router_env.extend(settings.router_env.clone());
     let mut notes: Vec<String> = note.into_iter().collect();
     let mut systems = Vec::new();
     for target in &settings.targets {

@@ -35,6 +35,9 @@ pub struct Settings {
     pub nofile_limit: u64,
     /// Extra environment for every turbochat node (`--node-env`).
     pub node_env: BTreeMap<String, String>,
+    /// Extra environment for every turbochat router (`--router-env`), on
+    /// top of what the bench sets itself.
+    pub router_env: BTreeMap<String, String>,
 }
 
 /// The highest load one system sustained.
@@ -103,7 +106,8 @@ fn against_socketio(capacities: &[Capacity]) -> Vec<String> {
 /// Sweeps every target and writes the JSON and the SVG.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Capacity>)> {
     let per_client = settings.max_rate / settings.shape.clients as f64;
-    let (router_env, note) = crate::run::router_env_for(per_client);
+    let (mut router_env, note) = crate::run::router_env_for(per_client);
+    router_env.extend(settings.router_env.clone());
     let mut notes: Vec<String> = note.into_iter().collect();
     let mut systems = Vec::new();
     let mut capacities = Vec::new();
