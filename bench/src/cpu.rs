@@ -1,5 +1,7 @@
 //! CPU time the servers spent over a phase, per process, from
-//! `/proc/PID/stat` (user + system time of all threads).
+//! `/proc/PID/stat` (user + system time of all threads), and the time their
+//! threads were runnable but waiting for a CPU, from
+//! `/proc/PID/task/*/schedstat` (its second field).
 //!
 //! On a machine where everything shares two cores, latency near
 //! saturation swings from run to run; CPU time per message does not, so it
@@ -12,10 +14,25 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// CPU seconds used so far, by label (`node-1`, `router-1`, `postgres`,
-/// `floor`, ...).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CpuSample(BTreeMap<String, f64>);
+/// CPU seconds used so far and seconds spent waiting for a CPU, by label
+/// (`node-1`, `router-1`, `postgres`, `floor`, ...).
+#[derive(Debug, Clone)]
+pub struct CpuSample {
+    at: std::time::Instant,
+    used: BTreeMap<String, f64>,
+    waited: BTreeMap<String, f64>,
+}
+
+impl Default for CpuSample {
+    /// Nothing used, now.
+    fn default() -> Self {
+        CpuSample {
+            at: std::time::Instant::now(),
+            used: BTreeMap::new(),
+            waited: BTreeMap::new(),
+        }
+    }
+}
 
 /// The label under which all PostgreSQL processes are summed.
 pub const POSTGRES: &str = "postgres";
@@ -25,31 +42,40 @@ impl CpuSample {
     /// is gone counts as zero.
     pub fn take(processes: &[(String, u32)]) -> CpuSample {
         let tick = clock_ticks_per_second();
-        let mut seconds = BTreeMap::new();
+        let mut sample = CpuSample::default();
         for (label, pid) in processes {
             let ticks = read_stat(*pid).map(|s| s.ticks).unwrap_or(0);
-            seconds.insert(label.clone(), ticks as f64 / tick);
+            sample.used.insert(label.clone(), ticks as f64 / tick);
+            sample
+                .waited
+                .insert(label.clone(), run_queue_wait_ns(*pid) as f64 / 1e9);
         }
-        let postgres: u64 = proc_pids()
-            .filter_map(read_stat)
-            .filter(|s| s.comm == POSTGRES)
-            .map(|s| s.ticks)
-            .sum();
-        seconds.insert(POSTGRES.into(), postgres as f64 / tick);
-        CpuSample(seconds)
+        let (mut ticks, mut wait_ns) = (0, 0);
+        for pid in proc_pids() {
+            if let Some(stat) = read_stat(pid).filter(|s| s.comm == POSTGRES) {
+                ticks += stat.ticks;
+                wait_ns += run_queue_wait_ns(pid);
+            }
+        }
+        sample.used.insert(POSTGRES.into(), ticks as f64 / tick);
+        sample.waited.insert(POSTGRES.into(), wait_ns as f64 / 1e9);
+        sample
     }
 
     /// What was used between `earlier` and `self` (a process gone since
     /// counts as zero, never negative).
     pub fn since(&self, earlier: &CpuSample, messages: u64) -> CpuFigures {
-        let seconds: BTreeMap<String, f64> = self
-            .0
-            .iter()
-            .map(|(label, now)| {
-                let before = earlier.0.get(label).copied().unwrap_or(0.0);
-                (label.clone(), (now - before).max(0.0))
-            })
-            .collect();
+        let difference = |now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>| {
+            now.iter()
+                .map(|(label, n)| {
+                    let b = before.get(label).copied().unwrap_or(0.0);
+                    (label.clone(), (n - b).max(0.0))
+                })
+                .collect::<BTreeMap<String, f64>>()
+        };
+        let seconds = difference(&self.used, &earlier.used);
+        let run_queue_wait_seconds = difference(&self.waited, &earlier.waited);
+        let wall_seconds = self.at.saturating_duration_since(earlier.at).as_secs_f64();
         let total: f64 = seconds.values().sum();
         let per_message = |s: f64| (messages > 0).then(|| s * 1e6 / messages as f64);
         CpuFigures {
@@ -57,6 +83,8 @@ impl CpuSample {
             total_us_per_message: per_message(total),
             postgres_us_per_message: per_message(seconds.get(POSTGRES).copied().unwrap_or(0.0)),
             seconds,
+            run_queue_wait_seconds,
+            wall_seconds,
         }
     }
 }
@@ -73,6 +101,28 @@ pub struct CpuFigures {
     pub total_us_per_message: Option<f64>,
     /// PostgreSQL's part of it.
     pub postgres_us_per_message: Option<f64>,
+    /// Seconds the threads of each process were runnable but waited for a
+    /// CPU (summed over threads, so it can exceed the phase's length): how
+    /// much the processes of one machine delay each other.
+    pub run_queue_wait_seconds: BTreeMap<String, f64>,
+    /// Wall-clock seconds between the two samples.
+    pub wall_seconds: f64,
+}
+
+impl CpuFigures {
+    /// Threads of the processes whose label starts with `prefix` that were
+    /// waiting for a CPU, on average over the phase (`None` without such
+    /// processes or time).
+    pub fn threads_waiting(&self, prefix: &str) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .run_queue_wait_seconds
+            .iter()
+            .filter(|(label, _)| label.starts_with(prefix))
+            .map(|(_, s)| *s)
+            .collect();
+        (self.wall_seconds > 0.0 && !matching.is_empty())
+            .then(|| matching.iter().sum::<f64>() / self.wall_seconds)
+    }
 }
 
 struct Stat {
@@ -99,6 +149,19 @@ fn parse_stat(text: &str) -> Option<Stat> {
         comm,
         ticks: utime + stime,
     })
+}
+
+/// Nanoseconds the threads of `pid` have waited on a run queue (0 if the
+/// process is gone or the kernel keeps no schedstats).
+fn run_queue_wait_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn proc_pids() -> impl Iterator<Item = u32> {
@@ -155,5 +218,8 @@ mod tests {
             CpuSample::default().since(&before, 0).total_us_per_message,
             None
         );
+        assert!(figures.wall_seconds > 0.0);
+        assert!(figures.threads_waiting("bench").is_some());
+        assert_eq!(figures.threads_waiting("node"), None);
     }
 }

@@ -326,6 +326,29 @@ pub fn table(systems: &[SystemFigures]) -> String {
                 })
                 .unwrap_or_else(|| "-".into())
         });
+        row("threads waiting for CPU node/router/pg", &|s| {
+            phase(s)
+                .and_then(|p| p.cpu)
+                .filter(|c| {
+                    c.run_queue_wait_seconds
+                        .keys()
+                        .any(|k| k.starts_with("node"))
+                })
+                .map(|c| {
+                    let waiting = |prefix| {
+                        c.threads_waiting(prefix)
+                            .map(|m| format!("{m:.2}"))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    format!(
+                        "{} / {} / {}",
+                        waiting("node"),
+                        waiting("router"),
+                        waiting("postgres")
+                    )
+                })
+                .unwrap_or_else(|| "-".into())
+        });
         row("scheduler lag p99 ms", &|s| {
             phase(s)
                 .map(|p| format!("{:.2}", p.scheduler_lag.p99_ms))

@@ -97,8 +97,19 @@ fn smoke_produces_figures_with_nothing_lost() {
             for key in ["send_commit_p50_ms", "send_commit_p99_ms", "commit_p99_ms"] {
                 assert!(nodes[key].as_f64().unwrap() > 0.0, "{name}: {key}: {nodes}");
             }
+            // The servers' CPU, PostgreSQL's included, is sampled.
+            let cpu = &phase["cpu"];
+            for process in ["node-1", "router-1", "postgres"] {
+                assert!(
+                    cpu["seconds"][process].as_f64().is_some(),
+                    "{name}: CPU of {process}: {cpu}"
+                );
+            }
+            assert!(cpu["total_us_per_message"].as_f64().unwrap() > 0.0, "{cpu}");
+            assert!(cpu["wall_seconds"].as_f64().unwrap() > 1.0, "{cpu}");
         } else {
             assert!(nodes.is_null(), "{name} has no nodes: {nodes}");
+            assert!(phase["cpu"]["seconds"][name.as_str().unwrap()].is_number());
         }
         let memory = &system["memory"];
         assert!(memory["total_per_connection_bytes"].as_f64().unwrap() > 0.0);
