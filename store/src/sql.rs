@@ -671,54 +671,46 @@ where
         &self,
         batches: &[ConversationBatch],
     ) -> Result<Vec<Vec<Appended>>, WriteError> {
-        if DB::FAST_WRITE_IS_ONE_STATEMENT {
+        let fast = if DB::FAST_WRITE_IS_ONE_STATEMENT {
             let mut conn = self
                 .pool
                 .acquire()
                 .await
                 .map_err(WriteError::from_transaction)?;
-            if let Some(written) = DB::write_fast(&mut conn, batches).await? {
-                return Ok(written);
-            }
-            // Nothing was written: step by step, in one transaction.
-            drop(conn);
-            let mut tx = self
-                .pool
-                .begin_with(DB::BEGIN_WRITE)
-                .await
-                .map_err(WriteError::from_transaction)?;
-            let written = Self::write_stepwise(&mut tx, batches).await?;
-            tx.commit().await.map_err(WriteError::from_transaction)?;
-            return Ok(written);
-        }
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(WriteError::from_transaction)?;
-        let written = match DB::write_fast(&mut tx, batches).await? {
-            Some(written) => written,
-            None => {
-                tx.rollback().await.map_err(WriteError::from_transaction)?;
-                tx = self
-                    .pool
-                    .begin_with(DB::BEGIN_WRITE)
-                    .await
-                    .map_err(WriteError::from_transaction)?;
-                Self::write_stepwise(&mut tx, batches).await?
+            DB::write_fast(&mut conn, batches).await?
+        } else {
+            let mut tx = self.begin_write().await?;
+            match DB::write_fast(&mut tx, batches).await? {
+                Some(written) => {
+                    tx.commit().await.map_err(WriteError::from_transaction)?;
+                    Some(written)
+                }
+                None => {
+                    tx.rollback().await.map_err(WriteError::from_transaction)?;
+                    None
+                }
             }
         };
+        if let Some(written) = fast {
+            return Ok(written);
+        }
+        // Nothing was written: step by step, in one transaction.
+        let mut tx = self.begin_write().await?;
+        let written = Self::write_stepwise(&mut tx, batches).await?;
         tx.commit().await.map_err(WriteError::from_transaction)?;
         Ok(written)
     }
 
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, DB>, WriteError> {
+        self.pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(WriteError::from_transaction)
+    }
+
     async fn write_alone(&self, batch: &ConversationBatch) -> Result<Vec<Appended>, AppendError> {
         let attempt = async {
-            let mut tx = self
-                .pool
-                .begin_with(DB::BEGIN_WRITE)
-                .await
-                .map_err(WriteError::from_transaction)?;
+            let mut tx = self.begin_write().await?;
             let written = Self::write_batch_stepwise(&mut tx, batch).await?;
             tx.commit().await.map_err(WriteError::from_transaction)?;
             Ok::<_, WriteError>(written)
