@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use bench::load::{FleetShape, Load};
-use bench::system::Target;
+use bench::system::{ServerEnv, Target};
 
 #[derive(Parser)]
 #[command(
@@ -221,6 +221,13 @@ fn targets(list: &str) -> anyhow::Result<Vec<Target>> {
         .collect()
 }
 
+fn server_env(common: &Common) -> ServerEnv {
+    ServerEnv {
+        node: common.node_env.iter().cloned().collect(),
+        router: common.router_env.iter().cloned().collect(),
+    }
+}
+
 fn results_dir(common: &Common) -> PathBuf {
     common
         .results_dir
@@ -254,6 +261,7 @@ async fn load_mode(
     nofile_limit: u64,
 ) -> anyhow::Result<()> {
     let shape = shape(&args.common, defaults.clients, 2);
+    let env = server_env(&args.common);
     let load = Load {
         rate: args.rate.unwrap_or(defaults.rate),
         duration: secs(args.duration.unwrap_or(defaults.duration), "duration")?,
@@ -267,13 +275,12 @@ async fn load_mode(
     let settings = bench::run::Settings {
         mode: mode.into(),
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "load": load, "node_env": args.common.node_env, "router_env": args.common.router_env}),
+        recorded: json!({"targets": target_list, "shape": shape, "load": load, "env": env}),
         shape,
         load,
         results_dir: results_dir(&args.common),
         nofile_limit,
-        node_env: args.common.node_env.iter().cloned().collect(),
-        router_env: args.common.router_env.iter().cloned().collect(),
+        env,
     };
     let (report, path) = bench::run::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -300,6 +307,7 @@ async fn load_mode(
 
 async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> {
     let shape = shape(&args.common, 10_000, 2);
+    let env = server_env(&args.common);
     let target_list = args
         .common
         .targets
@@ -307,14 +315,13 @@ async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> 
         .unwrap_or("floor,socketio,1n1r");
     let settings = bench::memory::Settings {
         targets: targets(target_list)?,
-        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "node_env": args.common.node_env, "router_env": args.common.router_env}),
+        recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "env": env}),
         shape,
         hold: secs(args.hold, "hold")?,
         results_dir: results_dir(&args.common),
         nofile_limit,
         processes: args.processes,
-        node_env: args.common.node_env.iter().cloned().collect(),
-        router_env: args.common.router_env.iter().cloned().collect(),
+        env,
     };
     let (report, path) = bench::memory::run(&settings).await?;
     println!("{}", bench::report::table(&report.systems));
@@ -330,6 +337,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         bail!("--from must be > 0 and --factor > 1");
     }
     let shape = shape(&args.common, 2000, 2);
+    let env = server_env(&args.common);
     let target_list = args
         .common
         .targets
@@ -346,8 +354,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         recorded: json!({
             "targets": target_list, "shape": shape, "first": first,
             "factor": args.factor, "max_rate": args.max_rate, "bound_ms": args.bound_ms,
-            "node_env": args.common.node_env,
-            "router_env": args.common.router_env,
+            "env": env,
         }),
         shape,
         first,
@@ -356,8 +363,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         bound_ms: args.bound_ms,
         results_dir: results_dir(&args.common),
         nofile_limit,
-        node_env: args.common.node_env.iter().cloned().collect(),
-        router_env: args.common.router_env.iter().cloned().collect(),
+        env,
     };
     let (report, path, capacities) = bench::sweep::run(&settings).await?;
     println!("{}", bench::report::sweep_table(&report.systems));

@@ -7,7 +7,6 @@
 //! one [`Plan`], and a turbochat target needs enough routers
 //! (`--targets 1n6r`) for each to stay under the limit too.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::load::{Fleet, FleetShape, Plan};
 use crate::report::{Memory, Report, SystemFigures};
-use crate::system::{ChildProcess, System, Target};
+use crate::system::{ChildProcess, ServerEnv, System, Target};
 
 /// What `memory` does.
 #[derive(Debug, Clone)]
@@ -33,11 +32,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
-    /// Extra environment for every turbochat node (`--node-env`).
-    pub node_env: BTreeMap<String, String>,
-    /// Extra environment for every turbochat router (`--router-env`), on
-    /// top of what the bench sets itself.
-    pub router_env: BTreeMap<String, String>,
+    /// Extra environment for turbochat's processes.
+    pub env: ServerEnv,
     /// Processes holding the clients (0: as few as the file limit allows).
     pub processes: usize,
 }
@@ -198,7 +194,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &settings.router_env, &settings.node_env).await?;
+        let system = System::start(target, &settings.env).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = crate::rss::sample(&system.processes);
         let started = Instant::now();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::load::{Fleet, FleetShape, Load};
 use crate::report::{Memory, Report, SystemFigures};
-use crate::system::{System, Target};
+use crate::system::{ServerEnv, System, Target};
 
 /// What `run` / `smoke` do.
 #[derive(Debug, Clone)]
@@ -25,11 +25,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
-    /// Extra environment for every turbochat node (`--node-env`).
-    pub node_env: BTreeMap<String, String>,
-    /// Extra environment for every turbochat router (`--router-env`), on
-    /// top of what the bench sets itself.
-    pub router_env: BTreeMap<String, String>,
+    /// Extra environment for turbochat's processes.
+    pub env: ServerEnv,
 }
 
 /// Router environment so the bench measures the data path, not the
@@ -62,13 +59,13 @@ pub fn router_env_for(per_client_rate: f64) -> (BTreeMap<String, String>, Option
 /// Runs the load against every target, one at a time, and writes the JSON.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
     let per_client = settings.load.rate / settings.shape.clients as f64;
-    let (mut router_env, note) = router_env_for(per_client);
-    router_env.extend(settings.router_env.clone());
+    let (router_defaults, note) = router_env_for(per_client);
+    let env = settings.env.over_router_defaults(router_defaults);
     let mut notes: Vec<String> = note.into_iter().collect();
     let mut systems = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &router_env, &settings.node_env).await?;
+        let system = System::start(target, &env).await?;
         let bin_dir = system.bin_dir();
         if let Some(dir) = &bin_dir {
             if settings.mode == "run" && !dir.contains("release") {

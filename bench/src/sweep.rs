@@ -2,7 +2,6 @@
 //! clients until p99 passes the bound (or messages are lost), and reports
 //! the highest load that stayed under it; draws latency vs load as SVG.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -10,7 +9,7 @@ use serde::Serialize;
 use crate::chart::{self, Series};
 use crate::load::{Fleet, FleetShape, Load};
 use crate::report::{Memory, Report, SystemFigures};
-use crate::system::{System, Target};
+use crate::system::{ServerEnv, System, Target};
 
 /// What `sweep` does.
 #[derive(Debug, Clone)]
@@ -33,11 +32,8 @@ pub struct Settings {
     pub recorded: serde_json::Value,
     /// The file limit in force.
     pub nofile_limit: u64,
-    /// Extra environment for every turbochat node (`--node-env`).
-    pub node_env: BTreeMap<String, String>,
-    /// Extra environment for every turbochat router (`--router-env`), on
-    /// top of what the bench sets itself.
-    pub router_env: BTreeMap<String, String>,
+    /// Extra environment for turbochat's processes.
+    pub env: ServerEnv,
 }
 
 /// The highest load one system sustained.
@@ -106,14 +102,14 @@ fn against_socketio(capacities: &[Capacity]) -> Vec<String> {
 /// Sweeps every target and writes the JSON and the SVG.
 pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Capacity>)> {
     let per_client = settings.max_rate / settings.shape.clients as f64;
-    let (mut router_env, note) = crate::run::router_env_for(per_client);
-    router_env.extend(settings.router_env.clone());
+    let (router_defaults, note) = crate::run::router_env_for(per_client);
+    let env = settings.env.over_router_defaults(router_defaults);
     let mut notes: Vec<String> = note.into_iter().collect();
     let mut systems = Vec::new();
     let mut capacities = Vec::new();
     for target in &settings.targets {
         eprintln!("== {}: starting", target.name());
-        let system = System::start(target, &router_env, &settings.node_env).await?;
+        let system = System::start(target, &env).await?;
         let mut fleet = Fleet::connect(&system, &settings.shape).await?;
         let mut phases = Vec::new();
         let mut best = None;

@@ -72,6 +72,29 @@ impl Target {
     }
 }
 
+/// Extra environment for turbochat's processes (`--node-env`,
+/// `--router-env`), to measure a setting; the peers ignore it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerEnv {
+    /// For every node.
+    pub node: BTreeMap<String, String>,
+    /// For every router.
+    pub router: BTreeMap<String, String>,
+}
+
+impl ServerEnv {
+    /// This environment on top of `router_defaults` (what the bench sets for
+    /// routers itself): a value given here wins.
+    pub fn over_router_defaults(&self, router_defaults: BTreeMap<String, String>) -> ServerEnv {
+        let mut router = router_defaults;
+        router.extend(self.router.clone());
+        ServerEnv {
+            node: self.node.clone(),
+            router,
+        }
+    }
+}
+
 /// A running system: where clients connect, and its processes.
 pub struct System {
     /// What was started.
@@ -102,15 +125,9 @@ pub enum Wire {
 }
 
 impl System {
-    /// Starts `target` and waits until it accepts clients. `router_env` and
-    /// `node_env` are extra environment for turbochat's routers (e.g. raised
-    /// limits) and nodes (e.g. a store setting under test); the peers
-    /// ignore them.
-    pub async fn start(
-        target: &Target,
-        router_env: &BTreeMap<String, String>,
-        node_env: &BTreeMap<String, String>,
-    ) -> anyhow::Result<System> {
+    /// Starts `target` and waits until it accepts clients, turbochat's
+    /// processes with `env` added to theirs.
+    pub async fn start(target: &Target, env: &ServerEnv) -> anyhow::Result<System> {
         match target {
             Target::Floor | Target::SocketIo => {
                 let command = match target {
@@ -144,8 +161,8 @@ impl System {
                     nodes: *nodes,
                     routers: *routers,
                     gossip: *gossip,
-                    router_env: router_env.clone(),
-                    node_env: node_env.clone(),
+                    router_env: env.router.clone(),
+                    node_env: env.node.clone(),
                     ..Options::default()
                 };
                 let cluster = Cluster::start(store, options).await;
@@ -360,6 +377,22 @@ impl Drop for ChildProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_router_env_wins_over_the_bench_defaults() {
+        let given = ServerEnv {
+            node: BTreeMap::from([("N".to_string(), "1".to_string())]),
+            router: BTreeMap::from([("A".to_string(), "mine".to_string())]),
+        };
+        let defaults = BTreeMap::from([
+            ("A".to_string(), "bench".to_string()),
+            ("B".to_string(), "bench".to_string()),
+        ]);
+        let env = given.over_router_defaults(defaults);
+        assert_eq!(env.router["A"], "mine");
+        assert_eq!(env.router["B"], "bench");
+        assert_eq!(env.node, given.node);
+    }
 
     #[test]
     fn parses_targets() {
