@@ -93,7 +93,7 @@ enum End {
 /// The `welcome` of a session.
 struct Welcome {
     user_id: UserId,
-    session_id: u64,
+    session_id: String,
     token_expires_at: i64,
 }
 
@@ -283,7 +283,7 @@ impl Driver {
         }
         self.reconnect.connected(now);
         self.stats.connected();
-        tracing::info!(user_id = %welcome.user_id, session_id = welcome.session_id, "connected");
+        tracing::info!(user_id = %welcome.user_id, session_id = %welcome.session_id, "connected");
         self.emit(Event::Connected {
             user_id: welcome.user_id,
             session_id: welcome.session_id,
@@ -714,7 +714,7 @@ impl Driver {
                 if code.retryable() {
                     timeline.requested_at = None;
                     timeline.retry_at = Some(now + backoff.jittered(2).max(retry_after));
-                } else if matches!(code, ErrorCode::Forbidden | ErrorCode::NotFound) {
+                } else if code == ErrorCode::NotFound {
                     tracing::warn!(%conversation_id, %code, "subscription refused; dropping it");
                     self.timelines.remove(&conversation_id);
                 }

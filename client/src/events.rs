@@ -20,7 +20,7 @@ pub enum Event {
         /// The authenticated user.
         user_id: UserId,
         /// The router's id for this session.
-        session_id: u64,
+        session_id: String,
     },
     /// The session ended, or a connect attempt failed; the client tries
     /// again by itself after `retry_in_ms`.

@@ -212,7 +212,7 @@ impl Api {
             return serde_json::from_slice(&bytes).map_err(|_| unexpected(status, &bytes));
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody { code, message }) => Err(HttpError::Server {
+            Ok(ErrorBody { code, message, .. }) => Err(HttpError::Server {
                 status,
                 code,
                 message,

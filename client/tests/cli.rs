@@ -218,7 +218,7 @@ async fn commands_work_against_a_real_router() {
         .unwrap();
     let (code, out, err) = cli(&["send", &foreign.to_string(), "hi"]);
     assert_eq!(code, Some(1), "{out} {err}");
-    assert!(err.contains("forbidden"), "{err}");
+    assert!(err.contains("not_found"), "{err}");
 }
 
 /// `tail` prints events as JSON lines; `chat` sends stdin lines and leaves

@@ -341,7 +341,7 @@ async fn a_refused_message_fails_and_leaves_the_queue() {
         })
     };
     let (code, reason) = failed(&forbidden).expect("forbidden send fails");
-    assert_eq!(code, ErrorCode::Forbidden);
+    assert_eq!(code, ErrorCode::NotFound, "not yours: answered as missing");
     assert!(!reason.is_empty());
     assert_eq!(
         failed(&empty).map(|f| f.0),

@@ -210,6 +210,7 @@ impl Cluster {
         let mut router_env = env(&[
             ("TURBOCHAT_ROUTER__ID", id.clone()),
             ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
+            ("TURBOCHAT_ROUTER__OPS_LISTEN", "127.0.0.1:0".into()),
             (
                 "TURBOCHAT_MEDIA__DIR",
                 self.media_dir().to_string_lossy().into_owned(),
@@ -241,6 +242,7 @@ impl Cluster {
         let port = self.switch_port(&id, &mut router_env);
         let mut router = Process::start(Role::Router, &id, router_env, self.store.dir.path());
         router.pin("TURBOCHAT_ROUTER__LISTEN", router.addr("http"));
+        router.pin("TURBOCHAT_ROUTER__OPS_LISTEN", router.addr("ops"));
         if self.options.gossip {
             router.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", router.addr("gossip"));
             if let Some(port) = port {
@@ -257,12 +259,18 @@ impl Cluster {
         format!("http://{}", self.routers[i].addr("http"))
     }
 
+    /// `http://host:port` of router `i`'s operator listener (`/metrics`,
+    /// `/cluster`).
+    pub fn router_ops_url(&self, i: usize) -> String {
+        format!("http://{}", self.routers[i].addr("ops"))
+    }
+
     /// Waits until every router answers `/readyz` with 200 and (with
     /// gossip) sees every node on its ring.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         for i in 0..self.routers.len() {
-            let url = self.router_url(i);
+            let url = self.router_ops_url(i);
             let expected = self.nodes.len();
             let gossip = self.options.gossip;
             crate::eventually(&format!("{url} ready"), Duration::from_secs(30), || {
@@ -295,12 +303,13 @@ impl Cluster {
 
     /// The ring as router `i` sees it (node ids).
     pub async fn ring(&self, i: usize) -> Vec<String> {
-        let cluster: serde_json::Value = reqwest::get(format!("{}/cluster", self.router_url(i)))
-            .await
-            .expect("cluster endpoint")
-            .json()
-            .await
-            .expect("cluster json");
+        let cluster: serde_json::Value =
+            reqwest::get(format!("{}/cluster", self.router_ops_url(i)))
+                .await
+                .expect("cluster endpoint")
+                .json()
+                .await
+                .expect("cluster json");
         cluster["ring"]
             .as_array()
             .map(|a| {

@@ -50,6 +50,30 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// Whether this is the PostgreSQL store.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres_db.is_some()
+    }
+
+    /// Runs SQL statements against the store, as an operator would (e.g. to
+    /// install a fault in a test's own database).
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::Executor;
+        if self.is_postgres() {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect to the test database");
+            conn.execute(sql).await.expect("test SQL runs");
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("open the test database");
+            conn.execute(sql).await.expect("test SQL runs");
+        }
+    }
+}
+
 impl Drop for TestStore {
     fn drop(&mut self) {
         if std::env::var_os("TURBOCHAT_KEEP_LOGS").is_some() {

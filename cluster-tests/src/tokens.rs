@@ -89,6 +89,27 @@ pub fn token(sub: &str, flaw: Flaw) -> String {
     .expect("encode token")
 }
 
+/// A token for `sub` whose `exp` is `seconds` from now (negative: in the
+/// past, yet within the routers' 30 s leeway, so it is accepted and the
+/// session learns at once that it expired).
+pub fn expiring(sub: &str, seconds: i64) -> String {
+    let now = now();
+    let claims = Claims {
+        sub,
+        exp: now + seconds,
+        nbf: now - 60,
+        iat: now - 60,
+        iss: "turbocar",
+        aud: "turbochat",
+    };
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
+    .expect("encode token")
+}
+
 /// A valid token for `sub`.
 pub fn valid(sub: &str) -> String {
     token(sub, Flaw::None)

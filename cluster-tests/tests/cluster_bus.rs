@@ -60,7 +60,7 @@ async fn delivery_continues_over_redis_when_a_link_is_cut() {
     }
     println!("[gRPC cut, Redis up] sent {total} acked {total} delivered to the cut router's client {} (in order, no duplicate)", received.len());
     assert_eq!(received, (1..=total).collect::<Vec<_>>());
-    let metrics = reqwest::get(format!("{}/metrics", cluster.router_url(r2)))
+    let metrics = reqwest::get(format!("{}/metrics", cluster.router_ops_url(r2)))
         .await
         .unwrap()
         .text()

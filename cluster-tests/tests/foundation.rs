@@ -298,17 +298,18 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         "the connection stays"
     );
 
-    // A non-participant's send: forbidden, nothing written.
+    // A non-participant's send: answered as for a missing conversation
+    // (ids are derivable: nobody learns who talks), nothing written.
     let answer = m.send_message(&conversation, "x-1", "let me in").await;
     assert_eq!(answer["type"], "error");
-    assert_eq!(answer["code"], "forbidden");
+    assert_eq!(answer["code"], "not_found");
     let (status, _) = api
         .get(
             &format!("/history?conversation_id={conversation}"),
             Some(&mallory),
         )
         .await;
-    assert_eq!(status, 403, "nor can they read it");
+    assert_eq!(status, 404, "nor can they read it");
     assert!(api.all_messages(&alice, &conversation).await.is_empty());
 
     // Flooding: beyond the per-user rate, rate_limited with a delay.

@@ -32,6 +32,9 @@ fn png(len: usize) -> Vec<u8> {
 }
 
 struct Media {
+    /// Whether the router serves the bytes itself (the local backend) rather
+    /// than redirecting to the object store.
+    serves_bytes: bool,
     cluster: Cluster,
     api: Api,
     http: reqwest::Client,
@@ -41,6 +44,7 @@ struct Media {
 
 impl Media {
     async fn start(router_env: BTreeMap<String, String>) -> Self {
+        let serves_bytes = !router_env.contains_key("TURBOCHAT_MEDIA__BACKEND");
         let mut env = router_env;
         env.insert("TURBOCHAT_MEDIA__MAX_BYTES".into(), LIMIT.to_string());
         let options = Options {
@@ -52,6 +56,7 @@ impl Media {
         let api = Api::new(&base);
         let conversation = api.create_direct(&valid("alice"), "bob", None).await;
         Media {
+            serves_bytes,
             cluster,
             api,
             http: reqwest::Client::new(),
@@ -149,6 +154,18 @@ impl Media {
             .await;
         let refused = alice.answer("photo-2", T).await;
         assert_eq!(refused["code"], "invalid_argument", "{refused}");
+        // Nor a key of the right shape that was never uploaded, nor one that
+        // walks out of the conversation: only a recorded upload is taken.
+        let never = format!("{}/{}.png", self.conversation, uuid::Uuid::now_v7());
+        let walking = format!("{}/../{}", self.conversation, key);
+        for (id, bad) in [("photo-3", never), ("photo-4", walking)] {
+            alice
+                .send(json!({"type": "send", "conversation_id": self.conversation,
+                    "client_msg_id": id, "kind": "media", "body": "", "media_key": bad}))
+                .await;
+            let refused = alice.answer(id, T).await;
+            assert_eq!(refused["code"], "invalid_argument", "{bad}: {refused}");
+        }
         let message = bob.expect("message", T).await;
         assert_eq!(message["kind"], "media");
         assert_eq!(message["media_key"], key.as_str());
@@ -157,12 +174,35 @@ impl Media {
         assert_eq!(status, 200);
         assert_eq!(bytes, image, "bob gets the very bytes");
         assert_eq!(content_type, "image/png");
+        if self.serves_bytes {
+            // Bytes from users, served from the app's origin: never sniffed
+            // into a page, never scripted.
+            let response = self
+                .http
+                .get(format!("{}{url}", self.base))
+                .bearer_auth(valid("bob"))
+                .send()
+                .await
+                .unwrap();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            assert_eq!(header("x-content-type-options"), "nosniff");
+            assert!(header("content-security-policy").contains("sandbox"));
+            assert!(header("content-disposition").starts_with("inline; filename="));
+        }
 
-        // Not a participant: no upload, no download.
+        // Not a participant: no upload, no download (answered as for a
+        // conversation that does not exist).
         let (status, body, _) = self.fetch("carol", url).await;
-        assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
         let (status, body) = self.upload("carol", "image/png", png(100)).await;
-        assert_eq!(status, 403, "{body}");
+        assert_eq!(status, 404, "{body}");
         // No media under a key that was never stored.
         let missing = format!("/media/{}/{}.png", self.conversation, uuid::Uuid::now_v7());
         assert_eq!(self.fetch("bob", &missing).await.0, 404);
@@ -285,4 +325,28 @@ async fn media_on_s3() {
             xml.matches("<Key>").count()
         })
         .await;
+}
+
+/// An upload over the default 10 MiB limit, declared by its Content-Length
+/// and sent whole without waiting for `100 Continue` (as most HTTP clients
+/// do): the client reads a 413, not a connection reset.
+#[tokio::test]
+async fn an_upload_over_the_default_limit_is_answered_413() {
+    let cluster = Cluster::start(TestStore::sqlite(), Options::default()).await;
+    let base = cluster.router_url(0);
+    let conversation = Api::new(&base)
+        .create_direct(&valid("alice"), "bob", None)
+        .await;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/media?conversation_id={conversation}"))
+        .bearer_auth(valid("alice"))
+        .header("content-type", "image/png")
+        .body(png(11 * 1024 * 1024))
+        .send()
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(response.status().as_u16(), 413);
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["code"], "too_large", "{body}");
+    assert_eq!(files_under(&cluster.media_dir()), 0);
 }

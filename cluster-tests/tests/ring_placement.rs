@@ -24,7 +24,7 @@ async fn separate_processes_agree_and_a_fourth_node_takes_a_quarter() {
         ..Options::default()
     };
     let mut cluster = Cluster::start(TestStore::sqlite(), options).await;
-    let mut urls: Vec<String> = (0..2).map(|i| cluster.router_url(i)).collect();
+    let mut urls: Vec<String> = (0..2).map(|i| cluster.router_ops_url(i)).collect();
     urls.extend(
         cluster
             .nodes

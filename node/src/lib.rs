@@ -12,6 +12,7 @@ pub mod link;
 pub mod owner;
 pub mod ownership;
 pub mod push;
+pub mod refusal;
 pub mod router_link;
 pub mod user_events;
 

@@ -29,16 +29,21 @@ use turbochat_protocol::link::{
     UserEventsReply, UserEventsRequest,
 };
 use turbochat_protocol::{ErrorCode, MessageKind};
-use turbochat_store::{ConversationState, NewConversation, Store, StoreError};
+use turbochat_store::{ConversationState, MediaUpload, NewConversation, Store, StoreError};
 use uuid::Uuid;
 
 use crate::owner::{Command, DispatchError, Owners, SendCommand};
 use crate::ownership::Ownership;
+use crate::refusal::Refusal;
 use crate::router_link::{LinkItem, Outbound, RouterLink, Routers};
 use crate::user_events::UserEvents;
 
 /// Frames queued per router link before the link counts as lagging and is cut.
 pub const LINK_QUEUE: usize = 16 * 1024;
+/// Largest `GET /history` page.
+pub const MAX_HISTORY_PAGE: u32 = 200;
+/// Largest `GET /conversations` page.
+pub const MAX_CONVERSATION_PAGE: u32 = 500;
 
 /// The `Link` gRPC service.
 #[derive(Clone)]
@@ -76,16 +81,16 @@ impl LinkService {
 }
 
 fn store_status(err: StoreError) -> Status {
-    tracing::error!(%err, "store error");
-    Status::unavailable("store unavailable")
+    Refusal::from(err).into()
 }
 
-fn parse_conversation(id: &str) -> Result<ConversationId, Status> {
-    Uuid::parse_str(id).map_err(|_| Status::invalid_argument("conversation_id is not a UUID"))
+fn parse_conversation(id: &str) -> Result<ConversationId, Refusal> {
+    Uuid::parse_str(id).map_err(|_| Refusal::invalid("conversation_id is not a UUID"))
 }
 
 fn json_reply<T: serde::Serialize>(value: &T) -> Result<Response<JsonReply>, Status> {
-    let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    let json = serde_json::to_vec(value)
+        .map_err(|e| Status::from(Refusal::new(ErrorCode::Internal, e.to_string())))?;
     Ok(Response::new(JsonReply {
         json: Bytes::from(json),
     }))
@@ -105,7 +110,7 @@ impl Link for LinkService {
                 frame: Some(router_frame::Frame::Hello(hello)),
                 ..
             }) if !hello.router_id.is_empty() => (hello.router_id, hello.incarnation),
-            _ => return Err(Status::invalid_argument("the first frame must be hello")),
+            _ => return Err(Refusal::invalid("the first frame must be hello").into()),
         };
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let cut = self.shutdown.child_token();
@@ -140,7 +145,12 @@ impl Link for LinkService {
         let state = self.participant_view(id, &req.user_id).await?;
         let limit = match req.limit {
             0 => 50,
-            n => n.min(200),
+            n if n <= MAX_HISTORY_PAGE => n,
+            _ => {
+                return Err(
+                    Refusal::invalid(format!("limit must be 1 to {MAX_HISTORY_PAGE}")).into(),
+                )
+            }
         };
         let messages = self
             .store
@@ -193,6 +203,43 @@ impl Link for LinkService {
         json_reply(&unregistered)
     }
 
+    async fn list_devices(
+        &self,
+        request: Request<turbochat_protocol::link::ListDevicesRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let devices = crate::push::devices::list(self.store.as_ref(), &req.user_id).await?;
+        json_reply(&devices)
+    }
+
+    async fn record_media(
+        &self,
+        request: Request<turbochat_protocol::link::RecordMediaRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let id = parse_conversation(&req.conversation_id)?;
+        self.participant_view(id, &req.user_id).await?;
+        if !crate::owner::media_key_of(id, &req.media_key) {
+            return Err(Refusal::invalid("media_key is not a key of this conversation").into());
+        }
+        let upload = MediaUpload {
+            media_key: req.media_key,
+            conversation_id: id,
+            uploader_id: req.user_id,
+            content_type: req.content_type,
+            size: req.size,
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        self.store
+            .record_media_upload(&upload)
+            .await
+            .map_err(store_status)?;
+        json_reply(&serde_json::json!({"recorded": true}))
+    }
+
     async fn list_conversations(
         &self,
         request: Request<ListConversationsRequest>,
@@ -200,7 +247,12 @@ impl Link for LinkService {
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,
-            n => n.min(500),
+            n if n <= MAX_CONVERSATION_PAGE => n,
+            _ => {
+                return Err(
+                    Refusal::invalid(format!("limit must be 1 to {MAX_CONVERSATION_PAGE}")).into(),
+                )
+            }
         };
         let conversations = self
             .store
@@ -231,9 +283,7 @@ impl Link for LinkService {
             .await
             .map_err(store_status)?;
         let creator = &new.participants[0];
-        let view = view_for(&state, creator).ok_or_else(|| {
-            Status::permission_denied("you are not a participant of this conversation")
-        })?;
+        let view = view_for(&state, creator).ok_or_else(Refusal::no_conversation)?;
         if state.created_at == new.created_at {
             // Newly created: tell every participant's live sessions.
             let events = state
@@ -286,11 +336,9 @@ impl LinkService {
             .load_conversation(id)
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found("no such conversation"))?;
+            .ok_or_else(Refusal::no_conversation)?;
         if !state.participants.iter().any(|p| p.user_id == user) {
-            return Err(Status::permission_denied(
-                "you are not a participant of this conversation",
-            ));
+            return Err(Refusal::no_conversation().into());
         }
         Ok(state)
     }
@@ -299,42 +347,42 @@ impl LinkService {
 /// Checks a create request and builds the row to store. The router derives
 /// direct ids; the node re-derives them so a bad router cannot split a pair's
 /// conversation in two.
-fn validate_create(req: CreateConversationRequest) -> Result<NewConversation, Status> {
+fn validate_create(req: CreateConversationRequest) -> Result<NewConversation, Refusal> {
     let id = parse_conversation(&req.conversation_id)?;
     let creator = req.user_id;
     if !valid_user_id(&creator) {
-        return Err(Status::invalid_argument("invalid user id"));
+        return Err(Refusal::invalid("invalid user id"));
     }
     if let Some(listing) = &req.listing_id {
-        if listing.is_empty() || listing.len() > MAX_LISTING_ID_LEN {
-            return Err(Status::invalid_argument(
-                "listing_id must be 1 to 128 bytes",
-            ));
+        if listing.is_empty() || listing.len() > MAX_LISTING_ID_LEN || has_control(listing) {
+            return Err(Refusal::invalid(format!(
+                "listing_id must be 1 to {MAX_LISTING_ID_LEN} bytes without control characters"
+            )));
         }
     }
     if let Some(title) = &req.title {
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(Status::invalid_argument("title is too long"));
+        if title.chars().count() > MAX_TITLE_CHARS || has_control(title) {
+            return Err(Refusal::invalid(format!(
+                "title must be at most {MAX_TITLE_CHARS} characters without control characters"
+            )));
         }
     }
     let mut participants = vec![creator.clone()];
     let mut seen: HashSet<String> = HashSet::from([creator.clone()]);
     for user in req.participants {
         if !valid_user_id(&user) {
-            return Err(Status::invalid_argument(format!(
-                "invalid participant {user:?}"
-            )));
+            return Err(Refusal::invalid(format!("invalid participant {user:?}")));
         }
         if seen.insert(user.clone()) {
             participants.push(user);
         }
     }
     let kind = ConversationKind::parse(&req.kind)
-        .ok_or_else(|| Status::invalid_argument("kind must be direct or group"))?;
+        .ok_or_else(|| Refusal::invalid("kind must be direct or group"))?;
     match kind {
         ConversationKind::Direct => {
             if participants.len() != 2 {
-                return Err(Status::invalid_argument(
+                return Err(Refusal::invalid(
                     "a direct conversation is between you and one other user",
                 ));
             }
@@ -344,14 +392,14 @@ fn validate_create(req: CreateConversationRequest) -> Result<NewConversation, St
                 req.listing_id.as_deref(),
             );
             if expected != id {
-                return Err(Status::invalid_argument(
+                return Err(Refusal::invalid(
                     "conversation_id does not match its participants",
                 ));
             }
         }
         ConversationKind::Group => {
             if participants.len() < 2 || participants.len() > MAX_GROUP_PARTICIPANTS {
-                return Err(Status::invalid_argument(format!(
+                return Err(Refusal::invalid(format!(
                     "a group has 2 to {MAX_GROUP_PARTICIPANTS} participants"
                 )));
             }
@@ -368,6 +416,12 @@ fn validate_create(req: CreateConversationRequest) -> Result<NewConversation, St
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
     })
+}
+
+/// Control characters (NUL among them, which PostgreSQL cannot store in
+/// text) have no place in one-line names.
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
 }
 
 /// The conversation as `user` sees it right after creation.
@@ -539,11 +593,10 @@ impl AttachReader {
                     return;
                 };
                 let Some(kind) = MessageKind::parse(&send.kind) else {
-                    self.link.error(
+                    self.link.refuse(
                         send.session_id,
                         id,
-                        ErrorCode::InvalidArgument,
-                        "unknown message kind",
+                        &Refusal::invalid("kind must be text or media"),
                         Some(send.client_msg_id),
                     );
                     return;
@@ -654,11 +707,10 @@ impl AttachReader {
                 DispatchError::Overloaded => "conversation is overloaded; retry",
                 DispatchError::ShuttingDown => "node is shutting down; retry",
             };
-            self.link.error(
+            self.link.refuse(
                 session_id,
                 id,
-                ErrorCode::Unavailable,
-                message,
+                &Refusal::unavailable(message),
                 client_msg_id,
             );
         }

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use turbochat_protocol::frame::ServerFrame;
 use turbochat_protocol::ids::{ConversationId, Seq};
 use turbochat_protocol::link::{node_frame, Deliver, DeliverKind, NodeFrame};
-use turbochat_protocol::ErrorCode;
 
 use crate::bus::Bus;
+use crate::refusal::Refusal;
 
 /// What the gRPC response stream carries.
 pub type LinkItem = Result<NodeFrame, tonic::Status>;
@@ -315,22 +315,16 @@ impl RouterLink {
         )
     }
 
-    /// Sends an `error` frame to one session.
-    pub fn error(
+    /// Sends `refusal` as an `error` frame to one session (naming the
+    /// `send` it answers, if any).
+    pub fn refuse(
         &self,
         session_id: u64,
         conversation_id: ConversationId,
-        code: ErrorCode,
-        message: impl Into<String>,
+        refusal: &Refusal,
         client_msg_id: Option<String>,
     ) -> Delivery {
-        let frame = ServerFrame::Error {
-            code,
-            message: message.into(),
-            client_msg_id,
-            conversation_id: Some(conversation_id),
-            retry_after_ms: None,
-        };
+        let frame = refusal.frame(Some(conversation_id), client_msg_id);
         self.to_session(session_id, conversation_id, 0, DeliverKind::Error, &frame)
     }
 }

@@ -140,8 +140,9 @@ pub enum ServerFrame {
     Welcome {
         /// The authenticated user (JWT `sub`).
         user_id: UserId,
-        /// This session's id on its router (for logs and support).
-        session_id: u64,
+        /// This session's id on its router (for logs and support). A string:
+        /// the number behind it does not fit a JavaScript number.
+        session_id: String,
         /// When the token expires (unix seconds); send `auth` before then.
         token_expires_at: i64,
         /// Largest accepted frame, in bytes; larger ones close the socket with 1009.
@@ -243,9 +244,40 @@ impl ServerFrame {
 }
 
 impl ClientFrame {
-    /// Parses one text frame.
+    /// Parses one text frame. Any text is taken: what is not a frame is an
+    /// error, never a panic.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// The conversation the frame is about, if it names one.
+    pub fn conversation_id(&self) -> Option<ConversationId> {
+        match self {
+            ClientFrame::Send {
+                conversation_id, ..
+            }
+            | ClientFrame::Subscribe {
+                conversation_id, ..
+            }
+            | ClientFrame::Unsubscribe { conversation_id }
+            | ClientFrame::Read {
+                conversation_id, ..
+            }
+            | ClientFrame::Typing {
+                conversation_id, ..
+            } => Some(*conversation_id),
+            ClientFrame::Resume { .. } | ClientFrame::Ping { .. } | ClientFrame::Auth { .. } => {
+                None
+            }
+        }
+    }
+
+    /// The `client_msg_id` of a `send`.
+    pub fn client_msg_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Send { client_msg_id, .. } => Some(client_msg_id),
+            _ => None,
+        }
     }
 }
 
@@ -277,6 +309,28 @@ mod tests {
         assert!(ClientFrame::parse(r#"{"type":"nope"}"#).is_err());
         assert!(ClientFrame::parse("not json").is_err());
         assert!(ClientFrame::parse(r#"{"type":"send"}"#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_without_panic(text in ".*") {
+            let _ = ClientFrame::parse(&text);
+        }
+
+        #[test]
+        fn any_bytes_parse_or_fail_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = ClientFrame::parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn frame_shaped_garbage_parses_or_fails_without_panic(
+            kind in "(send|subscribe|unsubscribe|resume|read|typing|ping|auth|[a-z]{0,8})",
+            field in "[a-z_]{0,16}",
+            value in r#"(-?[0-9]{1,25}|"[^"\\]{0,32}"|null|true|\[\]|\{\}|1e999)"#,
+        ) {
+            let text = format!(r#"{{"type":"{kind}","{field}":{value},"conversation_id":"00000000-0000-0000-0000-000000000000","since":{value},"seq":{value}}}"#);
+            let _ = ClientFrame::parse(&text);
+        }
     }
 
     #[test]

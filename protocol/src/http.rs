@@ -135,4 +135,7 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable detail.
     pub message: String,
+    /// For `rate_limited`: when to retry (also in the `Retry-After` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }

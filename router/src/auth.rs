@@ -8,16 +8,16 @@
 use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use turbochat_protocol::http::ErrorBody;
 use turbochat_protocol::ids::valid_user_id;
 use turbochat_protocol::ErrorCode;
 
 use crate::config::AuthConfig;
+use crate::http::ApiError;
 
 /// Why a token was refused. The `Display` text is safe to return to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,30 +231,17 @@ pub fn token_from_parts(parts: &Parts) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
     }
-    let query = parts.uri.query()?;
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == "token").then(|| percent_decode(value))
-    })
+    token_from_query(parts.uri.query()?)
 }
 
-/// JWTs are base64url and dots, but tolerate percent-encoding by clients.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&value[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The `token` parameter of a query string, percent-decoded (JWTs are
+/// base64url and dots, but clients may encode them). Any input is taken:
+/// a bad escape stays as it is, bytes that are not UTF-8 become U+FFFD,
+/// and the verifier refuses what is left.
+pub fn token_from_query(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// An authenticated caller, extracted from a request before any handler runs.
@@ -279,7 +266,8 @@ where
             Ok(claims) => Ok(Authenticated(claims)),
             Err(err) => {
                 metrics::counter!("turbochat_auth_rejected_total").increment(1);
-                tracing::info!(path = parts.uri.path(), reason = %err, "request refused");
+                // A client's mistake: counted, and logged for debugging only.
+                tracing::debug!(reason = %err, "request refused");
                 Err(reject(err))
             }
         }
@@ -287,16 +275,12 @@ where
 }
 
 fn reject(err: AuthError) -> Response {
-    let body = ErrorBody {
-        code: ErrorCode::Unauthorized,
-        message: err.to_string(),
-    };
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(body),
-    )
-        .into_response()
+    let mut response = ApiError::new(ErrorCode::Unauthorized, err.to_string()).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -350,7 +334,67 @@ mod tests {
 
     #[test]
     fn percent_encoded_query_token() {
-        assert_eq!(percent_decode("a%2Eb"), "a.b");
-        assert_eq!(percent_decode("abc%"), "abc%");
+        assert_eq!(token_from_query("token=a%2Eb").as_deref(), Some("a.b"));
+        assert_eq!(token_from_query("x=1&token=abc%").as_deref(), Some("abc%"));
+        assert_eq!(token_from_query("x=1"), None);
+        // A bad escape before a multi-byte character (this once panicked,
+        // slicing inside the character).
+        assert_eq!(
+            token_from_query("token=%a\u{e9}").as_deref(),
+            Some("%a\u{e9}")
+        );
+        assert_eq!(
+            token_from_query("token=%a<\u{e9}>").as_deref(),
+            Some("%a<\u{e9}>")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_is_taken_without_panic(query in ".*") {
+            let _ = token_from_query(&query);
+        }
+
+        #[test]
+        fn any_query_bytes_are_taken_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = token_from_query(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn any_request_head_is_taken_without_panic(
+            query in "(token=)?[ -~\\u{80}-\\u{10ffff}]{0,64}",
+            header in proptest::collection::vec(proptest::num::u8::ANY, 0..128),
+        ) {
+            let mut request = axum::http::Request::builder();
+            if let Ok(value) = axum::http::HeaderValue::from_bytes(&header) {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let uri = format!("/ws?{}", utf8_percent_encode_loose(&query));
+            if let Ok(request) = request.uri(uri).body(()) {
+                let (parts, ()) = request.into_parts();
+                if let Some(token) = token_from_parts(&parts) {
+                    let verifier = Verifier::from_config(&config()).unwrap();
+                    proptest::prop_assert!(verifier.verify(&token).is_err());
+                }
+            }
+        }
+    }
+
+    /// Escapes what a URI cannot hold, leaving `%` and the rest as they
+    /// are (so broken escapes reach the parser).
+    fn utf8_percent_encode_loose(text: &str) -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '#' {
+                    c.to_string()
+                } else {
+                    let mut buf = [0u8; 4];
+                    c.encode_utf8(&mut buf)
+                        .bytes()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect()
+                }
+            })
+            .collect()
     }
 }

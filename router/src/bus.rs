@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+use turbochat_backoff::{Backoff, Reconnect};
 use turbochat_protocol::link::NodeFrame;
 
-use crate::link::{Backoff, Links};
+use crate::link::Links;
 
 pub use turbochat_cluster::BusConfig;
 
@@ -25,12 +26,19 @@ pub async fn listen(
         return;
     };
     let channel = config.router_channel(&router_id);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut reconnect = Reconnect::new(
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+        },
+        Duration::ZERO,
+    );
     while !shutdown.is_cancelled() {
         match subscribe(&url, &channel).await {
             Ok(mut pubsub) => {
                 tracing::info!(%channel, "listening on the fallback bus");
-                backoff.reset();
+                reconnect.connected(std::time::Instant::now());
                 let mut messages = pubsub.on_message();
                 loop {
                     let message = tokio::select! {
@@ -51,7 +59,7 @@ pub async fn listen(
             Err(err) => tracing::warn!(%err, "cannot subscribe to the fallback bus"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = tokio::time::sleep(reconnect.next_delay(std::time::Instant::now(), rand::random())) => {}
             _ = shutdown.cancelled() => return,
         }
     }

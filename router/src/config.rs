@@ -35,9 +35,13 @@ pub struct Config {
 pub struct RouterSection {
     /// Unique, stable id (nodes use it to recognise a reconnecting router).
     pub id: String,
-    /// HTTP + WebSocket listener. Port 0 picks a free port.
+    /// HTTP + WebSocket listener for clients. Port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Operator listener: `/metrics`, `/cluster`, `/healthz`, `/readyz`
+    /// (never on the client listener). Port 0 picks a free port.
+    #[serde(default = "default_ops_listen")]
+    pub ops_listen: SocketAddr,
     /// The nodes to route to when gossip is off (static membership).
     #[serde(default)]
     pub nodes: Vec<NodeInfo>,
@@ -47,6 +51,10 @@ pub struct RouterSection {
     /// How long sessions get to close on shutdown.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How long the router waits at start for its node links before it
+    /// announces itself anyway (`/readyz` stays 503 until they are up).
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 /// `[auth]`: how tokens are verified. The algorithm is pinned: a token
@@ -97,6 +105,20 @@ pub struct Limits {
     /// Most conversations one session may subscribe to.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
+    /// Sustained `POST /conversations` per user per minute (on this router).
+    #[serde(default = "default_conversations_per_minute")]
+    pub conversations_per_minute: u32,
+    /// Burst of conversation creations allowed above the sustained rate.
+    #[serde(default = "default_conversations_burst")]
+    pub conversations_burst: u32,
+    /// Most HTTP connections served at once before they are upgraded to a
+    /// WebSocket or closed (sessions count under `max_sessions`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request head (on connect
+    /// and between keep-alive requests); slower ones are closed.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -109,12 +131,28 @@ impl Default for Limits {
             frames_per_second: default_frame_rate(),
             max_sessions: default_max_sessions(),
             max_subscriptions: default_max_subscriptions(),
+            conversations_per_minute: default_conversations_per_minute(),
+            conversations_burst: default_conversations_burst(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("static address")
+}
+fn default_ops_listen() -> SocketAddr {
+    "127.0.0.1:9091".parse().expect("static address")
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_vnodes() -> usize {
     turbochat_cluster::ring::DEFAULT_VNODES
@@ -145,6 +183,12 @@ fn default_max_sessions() -> usize {
 }
 fn default_max_subscriptions() -> usize {
     1_000
+}
+fn default_conversations_per_minute() -> u32 {
+    20
+}
+fn default_conversations_burst() -> u32 {
+    10
 }
 
 impl Config {
@@ -184,6 +228,12 @@ impl Config {
             return Err(ConfigError::key(
                 "limits.session_queue",
                 "must be at least 1",
+            ));
+        }
+        if self.limits.header_read_timeout.is_zero() {
+            return Err(ConfigError::key(
+                "limits.header_read_timeout",
+                "must be more than 0",
             ));
         }
         if self.limits.send_per_second == 0 || self.limits.frames_per_second == 0 {

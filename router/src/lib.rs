@@ -10,27 +10,31 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod link;
+pub mod listener;
 pub mod media;
 pub mod sessions;
 pub mod web;
 pub mod ws;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use turbochat_cluster::{feed_ring, Member, MemberState, Membership, Ring, RingView, Role};
 use turbochat_service::ops::Readiness;
 
 use crate::auth::{HasVerifier, Verifier};
 use crate::config::{Config, Limits};
+use crate::limits::UserLimits;
 use crate::link::Links;
+use crate::listener::ConnectionLimits;
 use crate::sessions::Sessions;
 
 /// Why the router could not start or stopped badly.
@@ -42,7 +46,7 @@ pub enum RouterError {
     /// A node address is unusable.
     #[error("node link: {0}")]
     Link(#[from] tonic::transport::Error),
-    /// The listener could not be bound.
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -73,8 +77,9 @@ struct AppInner {
     sessions: Arc<Sessions>,
     media: media::Media,
     limits: Limits,
-    send_limiter: DefaultKeyedRateLimiter<String>,
+    users: UserLimits,
     shutdown: CancellationToken,
+    /// Sessions (each WebSocket's tasks), joined on shutdown.
     tracker: TaskTracker,
 }
 
@@ -89,20 +94,27 @@ impl HasVerifier for App {
 pub struct Listening {
     /// Router id.
     pub id: String,
-    /// HTTP + WebSocket address.
+    /// HTTP + WebSocket address (clients).
     pub http: SocketAddr,
+    /// Operator address: `/metrics`, `/cluster`, `/healthz`, `/readyz`.
+    pub ops: SocketAddr,
     /// Gossip address, when gossip is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip: Option<SocketAddr>,
 }
 
 /// Runs a router until `shutdown`, then closes sessions (1001) and drains.
+/// `on_ready` is called once the router can serve: listeners bound, and
+/// its links to the nodes up (or after `router.ready_timeout`, with the
+/// router still answering `/readyz` 503 until they are).
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     on_ready: impl FnOnce(&Listening),
 ) -> Result<(), RouterError> {
+    // Background tasks of this process: joined before it returns.
+    let tasks = TaskTracker::new();
     let verifier = Verifier::from_config(&config.auth)?;
     let media = media::Media::open(config.media.clone())?;
     let vnodes = config.router.vnodes;
@@ -112,16 +124,15 @@ pub async fn run(
         config.router.id.clone(),
         ring.clone(),
         sessions.clone(),
+        tasks.clone(),
         shutdown.clone(),
     )?;
-    tokio::spawn(bus::listen(
+    tasks.spawn(bus::listen(
         config.bus.clone(),
         config.router.id.clone(),
         links.clone(),
         shutdown.clone(),
     ));
-    let per_second = NonZeroU32::new(config.limits.send_per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(config.limits.send_burst).unwrap_or(per_second);
     let app = App {
         inner: Arc::new(AppInner {
             verifier,
@@ -129,30 +140,34 @@ pub async fn run(
             sessions,
             media,
             limits: config.limits.clone(),
-            send_limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            users: UserLimits::new(&config.limits),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
         }),
     };
 
-    let addr = config.router.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| RouterError::Bind { addr, source })?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RouterError::Bind { addr, source })
+    };
+    let listener = bind(config.router.listen).await?;
+    let ops_listener = bind(config.router.ops_listen).await?;
     let http_addr = listener.local_addr()?;
+    let ops_addr = ops_listener.local_addr()?;
     let membership = if config.cluster.enabled {
         let me = Member {
             id: config.router.id.clone(),
             role: Role::Router,
             gossip: config.cluster.gossip.gossip_listen,
             grpc: None,
-            http: Some(http_addr.to_string()),
+            http: Some(ops_addr.to_string()),
             state: MemberState::Active,
             generation: 0,
         };
         let membership =
             Membership::start(me, config.cluster.gossip.clone(), shutdown.clone()).await?;
-        tokio::spawn(feed_ring(
+        tasks.spawn(feed_ring(
             membership.subscribe(),
             ring.clone(),
             vnodes,
@@ -165,14 +180,18 @@ pub async fn run(
     let listening = Listening {
         id: config.router.id.clone(),
         http: http_addr,
+        ops: ops_addr,
         gossip: membership.as_ref().map(|m| m.gossip_addr()),
     };
 
     let readiness = Readiness::default();
-    let routes = axum::Router::new()
+    let client_routes = axum::Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/history", get(http::history))
-        .route("/devices", axum::routing::put(http::devices::register))
+        .route(
+            "/devices",
+            get(http::devices::list).put(http::devices::register),
+        )
         .route(
             "/devices/{token}",
             axum::routing::delete(http::devices::unregister),
@@ -183,79 +202,145 @@ pub async fn run(
             "/conversations",
             get(http::list_conversations).post(http::create_conversation),
         )
+        .merge(web::routes())
+        .fallback(http::not_found)
+        .with_state(app.clone())
+        .merge(turbochat_service::ops::probes(readiness.clone()))
+        .layer(trace_layer());
+    let ops_routes = axum::Router::new()
         .route(
             "/cluster",
             get({
                 let membership = membership.clone();
                 let ring = ring.clone();
                 move || {
-                    let report =
-                        turbochat_cluster::report::ClusterReport::new(membership.as_ref(), &ring.current());
+                    let report = turbochat_cluster::report::ClusterReport::new(
+                        membership.as_ref(),
+                        &ring.current(),
+                    );
                     async move { axum::Json(report) }
                 }
             }),
         )
-        .merge(web::routes())
-        .fallback(http::not_found)
-        .with_state(app.clone())
         .merge(turbochat_service::ops::routes(readiness.clone(), metrics))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                // Path only: the query may carry a token, which is never logged.
-                |request: &axum::http::Request<_>| {
-                    tracing::info_span!("http", method = %request.method(), path = %loggable_path(request.uri().path()))
-                },
-            ),
-        );
+        .fallback(http::not_found);
 
-    // Ready once every node link is up; re-checked in the background.
-    let ready_links = links.clone();
-    let ready_flag = readiness.clone();
-    let ready_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => ready_flag.set(ready_links.all_up()),
-                _ = ready_shutdown.cancelled() => { ready_flag.set(false); return; }
-            }
-        }
-    });
+    // Ready while every node link on the ring is up; re-checked in the background.
+    tasks.spawn(follow_readiness(
+        links.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     // Forget rate-limit state of users who went quiet.
-    let limiter_app = app.clone();
-    let limiter_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => limiter_app.inner.send_limiter.retain_recent(),
-                _ = limiter_shutdown.cancelled() => return,
+    tasks.spawn({
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => app.inner.users.retain_recent(),
+                    _ = shutdown.cancelled() => return,
+                }
             }
         }
     });
 
-    tracing::info!(router = %listening.id, http = %listening.http, "router listening");
+    let connections = TaskTracker::new();
+    let client_limits = ConnectionLimits {
+        max_connections: config.limits.max_connections,
+        header_read_timeout: config.limits.header_read_timeout,
+        // Frames to clients are small and latency-bound: without
+        // TCP_NODELAY, Nagle holds each one until the client's next packet
+        // ACKs the last (measured: p50 = the client's send interval, 19 ms
+        // at 50 sends/s).
+        nodelay: true,
+    };
+    let ops_limits = ConnectionLimits {
+        max_connections: 64,
+        header_read_timeout: config.limits.header_read_timeout,
+        nodelay: false,
+    };
+    let serving = tasks.spawn(listener::serve(
+        listener,
+        client_routes,
+        client_limits,
+        connections.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(listener::serve(
+        ops_listener,
+        ops_routes,
+        ops_limits,
+        connections.clone(),
+        shutdown.clone(),
+    ));
+
+    // Announce readiness once the links are up (a launcher waiting for the
+    // ready line can then use the router at once), or after a bound: a
+    // router with a node down still serves the rest of the ring.
+    let ready_by = tokio::time::Instant::now() + config.router.ready_timeout;
+    while !readiness.get() && tokio::time::Instant::now() < ready_by && !shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if readiness.get() {
+        tracing::info!(router = %listening.id, http = %listening.http, ops = %listening.ops, "router ready");
+    } else {
+        tracing::warn!(router = %listening.id, http = %listening.http, ops = %listening.ops,
+            "router listening, but not every node link is up yet; /readyz says 503 until they are");
+    }
     on_ready(&listening);
-    // Frames to clients are small and latency-bound: without TCP_NODELAY,
-    // Nagle holds each one until the client's next packet ACKs the last
-    // (measured: p50 = the client's send interval, 19 ms at 50 sends/s).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY on a client socket");
-        }
-    });
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+
+    let _ = serving.await;
+    shutdown.cancel();
+    tasks.close();
+    connections.close();
     app.inner.tracker.close();
-    if tokio::time::timeout(config.router.drain_timeout, app.inner.tracker.wait())
+    let drained = async {
+        app.inner.tracker.wait().await;
+        connections.wait().await;
+        tasks.wait().await;
+    };
+    if tokio::time::timeout(config.router.drain_timeout, drained)
         .await
         .is_err()
     {
-        tracing::warn!("sessions did not close within the drain timeout");
+        tracing::warn!("sessions and tasks did not finish within the drain timeout");
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// Keeps `readiness` true exactly while every node link of the current
+/// ring is up; false from shutdown on.
+async fn follow_readiness(links: Links, readiness: Readiness, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => readiness.set(links.all_up()),
+            _ = shutdown.cancelled() => {
+                readiness.set(false);
+                return;
+            }
+        }
+    }
+}
+
+/// The HTTP trace span (path only: the query may carry a token, which is
+/// never logged) and response logs at DEBUG: a 4xx or 5xx a client caused
+/// (a refused token, a node briefly unreachable, a not-ready `/readyz`) is
+/// no operator's business; what an operator must act on is logged where it
+/// is found, at WARN or ERROR.
+fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!("http", method = %request.method(), path = %loggable_path(request.uri().path()))
+        })
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
 }
 
 /// The request path as logged: a device token in `/devices/{token}` (a

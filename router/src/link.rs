@@ -8,13 +8,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
+use turbochat_backoff::{Backoff, Reconnect};
 use turbochat_cluster::{NodeInfo, RingView};
 use turbochat_protocol::frame::ServerFrame;
 use turbochat_protocol::ids::{ConversationId, Seq};
@@ -76,6 +78,13 @@ impl NodeLink {
     }
 }
 
+/// Delays between attempts to (re)connect a node link.
+pub const LINK_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(50),
+    max: Duration::from_secs(2),
+    multiplier: 2.0,
+};
+
 /// All node links of this router, placed by the ring.
 #[derive(Clone)]
 pub struct Links {
@@ -89,15 +98,19 @@ struct Inner {
     links: DashMap<String, Arc<NodeLink>>,
     sessions: Arc<Sessions>,
     ring: RingView,
+    /// Every task of the links (streams, redirects, delayed unsubscribes).
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl Links {
-    /// Starts a link task for every node on the ring.
+    /// Starts a link task for every node on the ring; every task is spawned
+    /// on `tasks` and ends by `shutdown`.
     pub fn start(
         router_id: String,
         ring: RingView,
         sessions: Arc<Sessions>,
+        tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         let links = Links {
@@ -107,13 +120,14 @@ impl Links {
                 links: DashMap::new(),
                 sessions,
                 ring: ring.clone(),
+                tasks,
                 shutdown,
             }),
         };
         for node in ring.current().nodes() {
             links.add(node.clone())?;
         }
-        tokio::spawn(links.clone().follow_ring());
+        links.inner.tasks.spawn(links.clone().follow_ring());
         Ok(links)
     }
 
@@ -182,7 +196,9 @@ impl Links {
             metrics::counter!("turbochat_router_subscriptions_moved_total").increment(moved as u64);
         }
         if !leaving.is_empty() {
-            tokio::spawn(self.clone().unsubscribe_later(leaving));
+            self.inner
+                .tasks
+                .spawn(self.clone().unsubscribe_later(leaving));
         }
     }
 
@@ -236,7 +252,7 @@ impl Links {
             stop: self.inner.shutdown.child_token(),
         });
         self.inner.links.insert(node.id.clone(), link.clone());
-        tokio::spawn(self.clone().maintain(link));
+        self.inner.tasks.spawn(self.clone().maintain(link));
         Ok(())
     }
 
@@ -279,18 +295,19 @@ impl Links {
 
     /// Keeps one node's stream connected until shutdown.
     async fn maintain(self, link: Arc<NodeLink>) {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut reconnect = Reconnect::new(LINK_BACKOFF, Duration::ZERO);
         let shutdown = link.stop.clone();
         while !shutdown.is_cancelled() {
             match self.connect_once(&link).await {
-                Ok(()) => backoff.reset(),
+                // It was up: the next attempt starts the schedule over.
+                Ok(()) => reconnect.connected(Instant::now()),
                 Err(status) => {
                     tracing::debug!(node = %link.node.id, %status, "link attempt failed");
                 }
             }
             link.up.store(false, Ordering::Release);
             *link.outbound.lock().expect("link lock") = None;
-            let delay = backoff.next_delay();
+            let delay = reconnect.next_delay(Instant::now(), rand::random());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => break,
@@ -461,7 +478,8 @@ impl Links {
             Some(router_frame::Frame::Subscribe(_)) => MAX_SUBSCRIBE_REDIRECTS,
             _ => MAX_REDIRECTS,
         };
-        tokio::spawn(async move {
+        let tasks = self.inner.tasks.clone();
+        tasks.spawn(async move {
             frame.redirects += 1;
             if frame.redirects <= limit {
                 let same = links
@@ -524,63 +542,5 @@ fn subscribe_frame(
             conversation_id: conversation.to_string(),
             since,
         })),
-    }
-}
-
-/// Exponential backoff with full jitter and a cap.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Starts at `base`, doubles per attempt, never above `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The ceiling of the next delay (before jitter).
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The next delay: uniform in [0, ceiling].
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        let millis = ceiling.as_millis() as u64;
-        Duration::from_millis(rand::random_range(0..=millis))
-    }
-
-    /// Back to `base` after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        let ceilings: Vec<u128> = (0..8)
-            .map(|_| {
-                let c = b.ceiling().as_millis();
-                assert!(b.next_delay().as_millis() <= c);
-                c
-            })
-            .collect();
-        assert_eq!(ceilings, vec![50, 100, 200, 400, 800, 1600, 2000, 2000]);
-        b.reset();
-        assert_eq!(b.ceiling(), Duration::from_millis(50));
     }
 }

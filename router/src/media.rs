@@ -27,7 +27,7 @@ use object_store::signer::Signer;
 use object_store::{Attribute, ObjectStore, PutMultipartOptions, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use turbochat_protocol::ids::ConversationId;
-use turbochat_protocol::link::ParticipantRequest;
+use turbochat_protocol::link::{ParticipantRequest, RecordMediaRequest};
 use turbochat_protocol::ErrorCode;
 use uuid::Uuid;
 
@@ -242,6 +242,12 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A client that waits for `100 Continue` sends nothing until we read:
+    // a refusal needs no draining then (reading would invite the body).
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let stored = match query {
         Ok(Query(query)) => {
             store_upload(&app, &claims.sub, query, declared_length, &mut stream).await
@@ -251,23 +257,28 @@ pub async fn upload(
     match stored {
         Ok(uploaded) => Ok((StatusCode::CREATED, Json(uploaded)).into_response()),
         Err(err) => {
-            drain(&mut stream).await;
+            if !expects_continue {
+                let bound = app.inner.media.config.max_bytes.saturating_mul(2) + DRAIN_SLACK;
+                drain(&mut stream, bound).await;
+            }
             Err(err)
         }
     }
 }
 
-/// Bytes of a refused upload read and dropped before answering.
-const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes of a refused upload read and dropped before answering, beyond
+/// twice the size limit (an upload a little over the limit is drained
+/// whole, so its client reads the 413).
+const DRAIN_SLACK: u64 = 1024 * 1024;
 /// Time spent on that at most.
-const DRAIN_TIME: Duration = Duration::from_secs(5);
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Reads and drops what is left of a refused upload (a bounded amount), so
-/// a client still sending reads our answer (413, 415, 403...) rather than a
-/// connection reset: closing a socket with unread data resets it. Past the
-/// bound the connection is closed anyway.
-async fn drain(stream: &mut axum::body::BodyDataStream) {
-    let mut left = DRAIN_BYTES;
+/// Reads and drops what is left of a refused upload, up to `bound` bytes,
+/// so a client still sending reads our answer (413, 415, 404...) rather
+/// than a connection reset: closing a socket with unread data resets it.
+/// Past the bound the connection is closed anyway.
+async fn drain(stream: &mut axum::body::BodyDataStream, bound: u64) {
+    let mut left = bound;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = stream.next().await {
             left = left.saturating_sub(chunk.len() as u64);
@@ -321,8 +332,7 @@ async fn store_upload(
         .ok_or_else(|| {
             metrics::counter!("turbochat_media_rejected_total", "reason" => "type").increment(1);
             ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::InvalidArgument,
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "unsupported media type; allowed: {}",
                     media.config.allowed_types.join(", ")
@@ -377,6 +387,16 @@ async fn store_upload(
         return Err(err);
     }
     writer.finish().await.map_err(store_error)?;
+    // Only a recorded upload may be sent: the owner checks `send`s against it.
+    crate::http::owner_client(app, &query.conversation_id)?
+        .record_media(RecordMediaRequest {
+            user_id: user.to_string(),
+            conversation_id: query.conversation_id.to_string(),
+            media_key: key.clone(),
+            content_type: kind.mime_type().to_string(),
+            size,
+        })
+        .await?;
     metrics::counter!("turbochat_media_uploaded_total").increment(1);
     metrics::counter!("turbochat_media_uploaded_bytes_total").increment(size);
     tracing::info!(conversation_id = %query.conversation_id, size, content_type = kind.mime_type(), "media stored");
@@ -422,6 +442,18 @@ pub async fn fetch(
             (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
+            // User bytes served from the app's origin: never sniffed into
+            // HTML, never scripted, even when opened on their own (a
+            // GIF/HTML polyglot stays a picture).
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; media-src 'self'; sandbox".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
         ],
         Body::from_stream(object.into_stream()),
     )
@@ -472,14 +504,13 @@ fn mime_of(ext: &str) -> Option<&'static str> {
 fn too_large(limit: u64) -> ApiError {
     metrics::counter!("turbochat_media_rejected_total", "reason" => "size").increment(1);
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::InvalidArgument,
+        ErrorCode::TooLarge,
         format!("upload is larger than {limit} bytes"),
     )
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such media")
+    ApiError::new(ErrorCode::NotFound, "no such media")
 }
 
 fn store_error(err: object_store::Error) -> ApiError {
@@ -487,11 +518,7 @@ fn store_error(err: object_store::Error) -> ApiError {
         object_store::Error::NotFound { .. } => not_found(),
         other => {
             tracing::error!(err = %other, "media store failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "media storage unavailable; retry",
-            )
+            ApiError::new(ErrorCode::Unavailable, "media storage unavailable; retry")
         }
     }
 }

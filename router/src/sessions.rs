@@ -34,6 +34,10 @@ pub struct Cursor {
     pub last_seq: Option<Seq>,
     /// Id of the node the subscription was made at.
     pub node: String,
+    /// `last_seq` is the client's `since`, not yet confirmed by the owner:
+    /// its `subscribed` may lower it (a `since` past the conversation's last
+    /// seq would otherwise hide every later message).
+    pub claimed: bool,
 }
 
 /// One live session, shared by its own tasks and the link readers.
@@ -47,9 +51,14 @@ pub struct Session {
     cursors: Mutex<HashMap<ConversationId, Cursor>>,
     /// Nodes this session was registered at as its user's home.
     homes: Mutex<std::collections::HashSet<String>>,
-    /// Cancelled when the session must end (slow consumer, shutdown).
+    /// Cancelled when the session must close now, skipping what is queued
+    /// (a slow consumer); the close frame is in `close_now`.
     pub closing: CancellationToken,
+    close_now: Mutex<Option<(u16, String)>>,
 }
+
+/// Close code for a policy violation (a slow consumer, an expired token).
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// What the link reader must do after a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +84,18 @@ pub enum Followup {
 
 impl Session {
     /// Queues a frame for the client. A full queue means the client is not
-    /// reading: the session is closed with `slow_consumer` and the client
-    /// resumes by seq after reconnecting.
+    /// reading: the session is closed at once with 1008 `slow_consumer`
+    /// (what is queued is dropped) and the client resumes by seq after
+    /// reconnecting.
     pub fn push(&self, text: Utf8Bytes) -> bool {
         match self.out.try_send(Outgoing::Text(text)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.closing.is_cancelled() {
-                    tracing::warn!(session_id = self.id, user_id = %self.user_id,
+                    tracing::info!(session_id = self.id, user_id = %self.user_id,
                         "session queue full; closing as slow consumer");
                     metrics::counter!("turbochat_sessions_slow_total").increment(1);
-                    self.closing.cancel();
+                    self.close_now(CLOSE_POLICY, "slow_consumer");
                 }
                 false
             }
@@ -93,12 +103,30 @@ impl Session {
         }
     }
 
-    /// Queues a close frame (waits for room: closing is never dropped).
-    pub async fn close(&self, code: u16, reason: &str) {
-        let _ = self
-            .out
-            .send(Outgoing::Close(code, reason.to_string()))
-            .await;
+    /// Closes after the frames already queued (a close frame is never
+    /// dropped: with the queue full, the session closes now instead).
+    pub fn close(&self, code: u16, reason: &str) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.out.try_send(Outgoing::Close(code, reason.to_string()))
+        {
+            self.close_now(code, reason);
+        }
+    }
+
+    /// Closes at once with this code and reason, skipping queued frames.
+    /// The first reason given wins.
+    pub fn close_now(&self, code: u16, reason: &str) {
+        let mut slot = self.close_now.lock().expect("close lock");
+        if slot.is_none() {
+            *slot = Some((code, reason.to_string()));
+        }
+        drop(slot);
+        self.closing.cancel();
+    }
+
+    /// The close frame a [`Session::close_now`] asked for.
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.close_now.lock().expect("close lock").clone()
     }
 
     /// Records a subscription; returns whether it is new.
@@ -212,7 +240,10 @@ impl Session {
                             since: last,
                         };
                     }
-                    _ => cursor.last_seq = Some(seq),
+                    _ => {
+                        cursor.last_seq = Some(seq);
+                        cursor.claimed = false;
+                    }
                 }
                 drop(cursors);
                 self.push(text.clone());
@@ -224,7 +255,14 @@ impl Session {
                     .expect("cursor lock")
                     .get_mut(&conversation)
                 {
-                    cursor.last_seq = Some(cursor.last_seq.map_or(seq, |last| last.max(seq)));
+                    cursor.last_seq = Some(match cursor.last_seq {
+                        // The owner has nothing past `seq`: the client's
+                        // claim was wrong (or from the future).
+                        Some(last) if cursor.claimed && last > seq => seq,
+                        Some(last) => last.max(seq),
+                        None => seq,
+                    });
+                    cursor.claimed = false;
                 }
                 self.push(text.clone());
             }
@@ -265,6 +303,7 @@ impl Sessions {
             cursors: Mutex::new(HashMap::new()),
             homes: Mutex::new(std::collections::HashSet::new()),
             closing: CancellationToken::new(),
+            close_now: Mutex::new(None),
         });
         self.map.insert(id, session.clone());
         metrics::gauge!("turbochat_sessions").increment(1.0);

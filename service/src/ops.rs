@@ -26,33 +26,33 @@ impl Readiness {
     }
 }
 
-#[derive(Clone)]
-struct OpsState {
-    readiness: Readiness,
-    metrics: PrometheusHandle,
-}
-
-/// The `/healthz`, `/readyz` and `/metrics` routes, to merge into a process's router.
+/// The `/healthz`, `/readyz` and `/metrics` routes, to merge into a
+/// process's operator listener (never a client-facing one: metrics name
+/// the cluster's shape and load).
 pub fn routes<S: Clone + Send + Sync + 'static>(
     readiness: Readiness,
     metrics: PrometheusHandle,
 ) -> Router<S> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(OpsState { readiness, metrics })
+    probes(readiness).route("/metrics", get(render_metrics).with_state(metrics))
 }
 
-async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
-    if state.readiness.get() {
+/// Only `/healthz` and `/readyz`: what a load balancer in front of a
+/// client-facing listener may ask, and all it learns.
+pub fn probes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz).with_state(readiness))
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    if readiness.get() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
-async fn render_metrics(State(state): State<OpsState>) -> String {
-    state.metrics.run_upkeep();
-    state.metrics.render()
+async fn render_metrics(State(metrics): State<PrometheusHandle>) -> String {
+    metrics.run_upkeep();
+    metrics.render()
 }

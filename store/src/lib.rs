@@ -75,6 +75,12 @@ pub enum AppendError {
         /// The first seq that was taken.
         seq: Seq,
     },
+    /// The database refused a value of the batch as data it cannot hold
+    /// (PostgreSQL's class 22 "data exception", e.g. a NUL in text; SQLite's
+    /// "too big" or "datatype mismatch"). Nothing of the batch was written;
+    /// the same batch would fail again.
+    #[error("the store cannot hold this data: {0}")]
+    Invalid(String),
     /// The transaction failed; nothing of the batch was written.
     #[error("append failed: {0}")]
     Failed(String),
@@ -196,6 +202,23 @@ pub struct Device {
     pub updated_at: i64,
 }
 
+/// An object `POST /media` stored for a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaUpload {
+    /// `{conversation_id}/{uuid}.{ext}`: what a `send` names.
+    pub media_key: String,
+    /// The conversation it was uploaded to.
+    pub conversation_id: ConversationId,
+    /// Who uploaded it.
+    pub uploader_id: UserId,
+    /// The type read from its bytes.
+    pub content_type: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
 /// A push job a worker has claimed: one message for one recipient, whose
 /// devices each get it. The claim is a lease: unless the job is finished
 /// ([`Store::complete_push_job`], [`Store::fail_push_job`],
@@ -249,8 +272,9 @@ pub trait Store: Send + Sync + 'static {
     /// Duplicates (same sender and `client_msg_id`) are not written and do not
     /// consume a seq; the inserted ones take `first_seq..` contiguously.
     /// A batch whose seq is taken fails alone with [`AppendError::SeqTaken`];
-    /// a batch the database refuses otherwise (e.g. an unknown conversation)
-    /// fails alone with [`AppendError::Failed`]. Each inserted message gets
+    /// one holding data the database cannot store fails alone with
+    /// [`AppendError::Invalid`]; a batch the database refuses otherwise (e.g.
+    /// an unknown conversation) fails alone with [`AppendError::Failed`]. Each inserted message gets
     /// one pending `push_outbox` job per user in its `push_to`, in the same
     /// transaction; a duplicate gets none. Batches of one conversation are
     /// numbered independently: do not put a batch in flight before the
@@ -310,6 +334,16 @@ pub trait Store: Send + Sync + 'static {
     /// Everyone who shares at least one conversation with `user` (not
     /// `user`), sorted, at most `limit`: who sees the user's presence.
     async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError>;
+
+    /// Records an upload (idempotent by `media_key`).
+    async fn record_media_upload(&self, upload: &MediaUpload) -> Result<(), StoreError>;
+
+    /// The upload `media_key` of `conversation`, if one was recorded.
+    async fn media_upload(
+        &self,
+        conversation: ConversationId,
+        media_key: &str,
+    ) -> Result<Option<MediaUpload>, StoreError>;
 
     /// Removes a device token whoever it belongs to (FCM said it is dead).
     /// Returns whether it existed.

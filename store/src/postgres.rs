@@ -127,6 +127,16 @@ impl Backend for Postgres {
         is_unique_violation(err) && err.constraint() == Some(SEQ_CONSTRAINT)
     }
 
+    /// Tokens are unique by their SHA-256 (`migrations/postgres/0003`): a
+    /// b-tree cannot hold a 4 KiB token.
+    const UPSERT_DEVICE: &'static str = crate::sql::upsert_device!("(token_key)");
+
+    fn is_bad_data(err: &dyn DatabaseError) -> bool {
+        // SQLSTATE class 22: data exception (invalid byte sequence, value
+        // too long, numeric out of range, ...).
+        err.code().is_some_and(|code| code.starts_with("22"))
+    }
+
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
     }

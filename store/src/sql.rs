@@ -24,8 +24,8 @@ use turbochat_protocol::MessageKind;
 use uuid::Uuid;
 
 use crate::{
-    AppendError, Appended, ConversationBatch, ConversationState, Device, NewConversation,
-    NewMessage, Participant, PushJob, StoreError,
+    AppendError, Appended, ConversationBatch, ConversationState, Device, MediaUpload,
+    NewConversation, NewMessage, Participant, PushJob, StoreError,
 };
 
 /// Role of the participant who created a conversation (listed first).
@@ -102,6 +102,14 @@ pub(crate) trait Backend: Database {
     /// i.e. another writer took a seq (guarantee 5).
     fn is_seq_conflict(err: &dyn DatabaseError) -> bool;
 
+    /// Registers a device token: [`upsert_device`] with the backend's
+    /// arbiter of token uniqueness.
+    const UPSERT_DEVICE: &'static str;
+
+    /// Whether `err` says a value is data the database cannot hold (the
+    /// client's fault: retrying the same value fails again).
+    fn is_bad_data(err: &dyn DatabaseError) -> bool;
+
     /// Rows an `INSERT`/`UPDATE`/`DELETE` touched.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
@@ -147,6 +155,9 @@ impl WriteError {
                     conversation_id,
                     seq,
                 })
+            }
+            sqlx::Error::Database(db) if DB::is_bad_data(db.as_ref()) => {
+                WriteError::Rejected(AppendError::Invalid(err.to_string()))
             }
             sqlx::Error::Database(_) => WriteError::Rejected(AppendError::Failed(err.to_string())),
             _ => WriteError::Store(err.into()),
@@ -333,10 +344,28 @@ const CONTACTS: &str = "SELECT DISTINCT other.user_id FROM conversation_particip
      JOIN conversation_participants other ON other.conversation_id = me.conversation_id \
      WHERE me.user_id = $1 AND other.user_id <> $1 ORDER BY other.user_id LIMIT $2";
 
-const UPSERT_DEVICE: &str = "INSERT INTO user_devices \
-     (token, user_id, platform, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-     ON CONFLICT (token) DO UPDATE SET user_id = excluded.user_id, \
-         platform = excluded.platform, updated_at = excluded.updated_at";
+/// Registers a device token (`$1` token, `$2` user, `$3` platform, `$4`
+/// now); `{conflict}` is the backend's arbiter of the token's uniqueness.
+macro_rules! upsert_device {
+    ($conflict:literal) => {
+        concat!(
+            "INSERT INTO user_devices \
+             (token, user_id, platform, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT ",
+            $conflict,
+            " DO UPDATE SET user_id = excluded.user_id, \
+             platform = excluded.platform, updated_at = excluded.updated_at"
+        )
+    };
+}
+pub(crate) use upsert_device;
+
+const RECORD_MEDIA_UPLOAD: &str = "INSERT INTO media_uploads \
+     (media_key, conversation_id, uploader_id, content_type, size, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (media_key) DO NOTHING";
+
+const SELECT_MEDIA_UPLOAD: &str = "SELECT media_key, uploader_id, content_type, size, created_at \
+     FROM media_uploads WHERE conversation_id = $1 AND media_key = $2";
 
 const DELETE_DEVICE: &str = "DELETE FROM user_devices WHERE user_id = $1 AND token = $2";
 
@@ -505,6 +534,15 @@ pub(crate) struct DeviceRow {
 }
 
 #[derive(FromRow)]
+pub(crate) struct MediaUploadRow {
+    media_key: String,
+    uploader_id: String,
+    content_type: String,
+    size: i64,
+    created_at: i64,
+}
+
+#[derive(FromRow)]
 pub(crate) struct UserRow {
     user_id: String,
 }
@@ -546,6 +584,7 @@ where
     for<'r> MemberRow: FromRow<'r, DB::Row>,
     for<'r> ConversationListRow: FromRow<'r, DB::Row>,
     for<'r> DeviceRow: FromRow<'r, DB::Row>,
+    for<'r> MediaUploadRow: FromRow<'r, DB::Row>,
     for<'r> UserRow: FromRow<'r, DB::Row>,
     for<'r> ClaimedJobRow: FromRow<'r, DB::Row>,
     for<'r> CountRow: FromRow<'r, DB::Row>,
@@ -951,7 +990,7 @@ where
         platform: &str,
         token: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(UPSERT_DEVICE)
+        sqlx::query(DB::UPSERT_DEVICE)
             .bind(token)
             .bind(user)
             .bind(platform)
@@ -993,6 +1032,48 @@ where
             })
             .collect())
     }
+    /// See [`crate::Store::record_media_upload`].
+    pub(crate) async fn record_media_upload(&self, upload: &MediaUpload) -> Result<(), StoreError> {
+        let size = i64::try_from(upload.size).map_err(|_| {
+            StoreError::Corrupt(format!("upload size {} is out of range", upload.size))
+        })?;
+        sqlx::query(RECORD_MEDIA_UPLOAD)
+            .bind(upload.media_key.as_str())
+            .bind(DbUuid(upload.conversation_id))
+            .bind(upload.uploader_id.as_str())
+            .bind(upload.content_type.as_str())
+            .bind(size)
+            .bind(upload.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// See [`crate::Store::media_upload`].
+    pub(crate) async fn media_upload(
+        &self,
+        conversation: ConversationId,
+        media_key: &str,
+    ) -> Result<Option<MediaUpload>, StoreError> {
+        let row: Option<MediaUploadRow> = sqlx::query_as(SELECT_MEDIA_UPLOAD)
+            .bind(DbUuid(conversation))
+            .bind(media_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(MediaUpload {
+                media_key: row.media_key,
+                conversation_id: conversation,
+                uploader_id: row.uploader_id,
+                content_type: row.content_type,
+                size: u64::try_from(row.size)
+                    .map_err(|_| StoreError::Corrupt(format!("upload size {}", row.size)))?,
+                created_at: row.created_at,
+            })
+        })
+        .transpose()
+    }
+
     /// See [`crate::Store::delete_device_token`].
     pub(crate) async fn delete_device_token(&self, token: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(DELETE_DEVICE_TOKEN)
@@ -1245,6 +1326,21 @@ macro_rules! impl_store_via_sql {
                 limit: u32,
             ) -> Result<Vec<turbochat_protocol::ids::UserId>, $crate::StoreError> {
                 self.sql.contacts(user, limit).await
+            }
+
+            async fn record_media_upload(
+                &self,
+                upload: &$crate::MediaUpload,
+            ) -> Result<(), $crate::StoreError> {
+                self.sql.record_media_upload(upload).await
+            }
+
+            async fn media_upload(
+                &self,
+                conversation: turbochat_protocol::ids::ConversationId,
+                media_key: &str,
+            ) -> Result<Option<$crate::MediaUpload>, $crate::StoreError> {
+                self.sql.media_upload(conversation, media_key).await
             }
 
             async fn delete_device_token(&self, token: &str) -> Result<bool, $crate::StoreError> {

@@ -102,6 +102,16 @@ impl Backend for Sqlite {
         is_unique_violation(err) && err.message().contains(SEQ_CONFLICT_COLUMNS)
     }
 
+    const UPSERT_DEVICE: &'static str = crate::sql::upsert_device!("(token)");
+
+    fn is_bad_data(err: &dyn DatabaseError) -> bool {
+        // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20); the code is the
+        // extended result code, whose low byte is the primary one.
+        err.code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 18 | 20))
+    }
+
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }

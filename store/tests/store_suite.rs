@@ -256,7 +256,10 @@ store_suite!(
     unread_count_is_capped,
     mark_read_moves_forward_only,
     devices_upsert_move_and_delete,
+    device_tokens_of_every_documented_length_are_kept,
     device_tokens_are_pruned_whoever_has_them,
+    media_uploads_are_recorded_per_conversation,
+    data_the_store_cannot_hold_fails_only_its_batch,
     push_jobs_are_claimed_once_and_finished_with_the_claim,
     push_job_lease_expiry_lets_another_worker_take_it,
     push_job_reschedule_keeps_done_tokens,
@@ -1158,6 +1161,95 @@ async fn contacts_are_everyone_sharing_a_conversation(db: TestDb) {
     assert!(store.contacts("nobody", 100).await.unwrap().is_empty());
 }
 
+/// FCM tokens may be up to 4096 bytes (a b-tree entry of PostgreSQL holds
+/// ~2,700): every length is stored, upserted, moved and deleted.
+async fn device_tokens_of_every_documented_length_are_kept(db: TestDb) {
+    let store = db.store.as_ref();
+    let token = |len: usize, salt: u8| -> String {
+        (0..len)
+            .map(|i| char::from(b'!' + ((i * 7 + usize::from(salt)) % 94) as u8))
+            .collect()
+    };
+    for len in [1, 2_700, 4_096] {
+        store
+            .upsert_device(ALICE, "android", &token(len, 0))
+            .await
+            .unwrap();
+        store
+            .upsert_device(ALICE, "ios", &token(len, 0))
+            .await
+            .unwrap();
+    }
+    // Two long tokens differing in one late byte are two devices.
+    store
+        .upsert_device(ALICE, "web", &token(4_096, 1))
+        .await
+        .unwrap();
+    let devices = store.devices_of(&[ALICE.into()]).await.unwrap();
+    let mut lengths: Vec<usize> = devices.iter().map(|d| d.token.len()).collect();
+    lengths.sort();
+    assert_eq!(lengths, [1, 2_700, 4_096, 4_096]);
+    store
+        .upsert_device(BOB, "web", &token(4_096, 0))
+        .await
+        .unwrap();
+    assert_eq!(store.devices_of(&[ALICE.into()]).await.unwrap().len(), 3);
+    assert!(store.delete_device(BOB, &token(4_096, 0)).await.unwrap());
+    assert!(store.delete_device_token(&token(2_700, 0)).await.unwrap());
+    assert_eq!(store.devices_of(&[ALICE.into()]).await.unwrap().len(), 2);
+}
+
+async fn media_uploads_are_recorded_per_conversation(db: TestDb) {
+    let store = db.store.as_ref();
+    let here = group(store, &[ALICE, BOB], 1).await;
+    let there = group(store, &[ALICE, CAROL], 1).await;
+    let upload = turbochat_store::MediaUpload {
+        media_key: format!("{here}/{}.png", Uuid::now_v7()),
+        conversation_id: here,
+        uploader_id: ALICE.into(),
+        content_type: "image/png".into(),
+        size: 12_345,
+        created_at: 7,
+    };
+    store.record_media_upload(&upload).await.unwrap();
+    store.record_media_upload(&upload).await.unwrap();
+    assert_eq!(
+        store.media_upload(here, &upload.media_key).await.unwrap(),
+        Some(upload.clone())
+    );
+    assert_eq!(
+        store.media_upload(there, &upload.media_key).await.unwrap(),
+        None
+    );
+    let never = format!("{here}/{}.png", Uuid::now_v7());
+    assert_eq!(store.media_upload(here, &never).await.unwrap(), None);
+}
+
+/// A value the database cannot hold (PostgreSQL: NUL in text) fails its own
+/// batch as `Invalid`; the other batches of the group commit are written.
+async fn data_the_store_cannot_hold_fails_only_its_batch(db: TestDb) {
+    let store = db.store.as_ref();
+    let good = group(store, &[ALICE, BOB], 1).await;
+    let bad = group(store, &[ALICE, CAROL], 1).await;
+    let mut poisoned = message(CAROL, "c-1", 2);
+    poisoned.body = "a\0b".into();
+    let results = store
+        .append(&[
+            batch(good, 1, vec![message(ALICE, "a-1", 2)]),
+            batch(bad, 1, vec![message(ALICE, "a-2", 2), poisoned]),
+        ])
+        .await
+        .expect("the store is up");
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    match &results[1] {
+        // SQLite stores NUL in text; PostgreSQL refuses it (SQLSTATE 22021).
+        Ok(written) => assert_eq!(written.len(), 2),
+        Err(AppendError::Invalid(_)) => {}
+        Err(other) => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(seqs(&store.history(good, None, 10).await.unwrap()), [1]);
+}
+
 async fn devices_upsert_move_and_delete(db: TestDb) {
     let store = db.store.as_ref();
     let tokens = |devices: Vec<Device>| -> Vec<(String, String, String)> {
@@ -1346,6 +1438,19 @@ impl Store for Recorder {
     }
     async fn delete_device_token(&self, token: &str) -> Result<bool, StoreError> {
         self.inner.delete_device_token(token).await
+    }
+    async fn record_media_upload(
+        &self,
+        upload: &turbochat_store::MediaUpload,
+    ) -> Result<(), StoreError> {
+        self.inner.record_media_upload(upload).await
+    }
+    async fn media_upload(
+        &self,
+        conversation: ConversationId,
+        media_key: &str,
+    ) -> Result<Option<turbochat_store::MediaUpload>, StoreError> {
+        self.inner.media_upload(conversation, media_key).await
     }
     async fn claim_push_jobs(
         &self,

@@ -92,6 +92,10 @@ impl Local {
         let env: BTreeMap<String, String> = [
             ("TURBOCHAT_ROUTER__ID", id.clone()),
             ("TURBOCHAT_ROUTER__LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "TURBOCHAT_ROUTER__OPS_LISTEN",
+                format!("127.0.0.1:{}", self.args.base_port + 950 + index as u16),
+            ),
             ("TURBOCHAT_ROUTER__NODES", "[]".into()),
             ("TURBOCHAT_CLUSTER__ENABLED", "true".into()),
             (
@@ -207,7 +211,9 @@ async fn main() -> anyhow::Result<()> {
         println!("    sign in as {user:<6} http://{router}/#/login?token={token}");
     }
     println!("  WebSocket:       ws://{router}/ws?token=<JWT>");
-    println!("  Cluster view:    http://{router}/cluster");
+    if let Some(first) = local.routers.first() {
+        println!("  Cluster view:    http://{}/cluster", first.addr("ops"));
+    }
     println!("  Logs:            {}", local.logs.display());
     println!();
     for user in ["alice", "bob"] {

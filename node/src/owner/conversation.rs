@@ -21,16 +21,17 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use turbochat_protocol::frame::{ServerFrame, TypingState};
 use turbochat_protocol::http::MessageView;
-use turbochat_protocol::ids::{valid_client_msg_id, ConversationId, Seq, UserId};
+use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::link::DeliverKind;
-use turbochat_protocol::{ErrorCode, MessageKind};
 use turbochat_store::{
     AppendError, Appended, ConversationBatch, ConversationState, NewMessage, Participant,
     StoreError,
 };
 use uuid::Uuid;
 
+use super::validate::{check_send, SendDraft};
 use super::{Command, Owners, SendCommand};
+use crate::refusal::Refusal;
 use crate::router_link::{Delivery, RouterLink};
 
 /// How long a replay waits for a router to drain before cutting its link.
@@ -72,6 +73,9 @@ struct State {
     /// store before we know it: a catch-up must not run meanwhile).
     writing: bool,
     reloads: u32,
+    /// How many of the next batches carry one send each: the store refused
+    /// a batch, and one message's fault must not fail the others with it.
+    isolating: usize,
     /// Read cursors moved in memory but not yet written (coalesced).
     unflushed_reads: HashMap<UserId, Seq>,
     /// When the unflushed read cursors are written.
@@ -100,6 +104,7 @@ impl State {
             queued: Vec::new(),
             writing: false,
             reloads: 0,
+            isolating: 0,
             unflushed_reads: HashMap::new(),
             flush_at: None,
             typing: HashMap::new(),
@@ -202,12 +207,11 @@ impl Owner {
         let loaded = match self.owners.store().load_conversation(self.id).await {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
-                self.refuse_all(ErrorCode::NotFound, "no such conversation");
+                self.refuse_all(&Refusal::no_conversation());
                 return;
             }
             Err(err) => {
-                tracing::error!(%err, "cannot load conversation");
-                self.refuse_all(ErrorCode::Unavailable, "conversation store unavailable");
+                self.refuse_all(&Refusal::from(err));
                 return;
             }
         };
@@ -255,10 +259,10 @@ impl Owner {
                         let result = batch.await;
                         self.finish_batch(&mut state, result).await;
                     }
+                    let refusal = Refusal::unavailable("node is shutting down; retry");
                     for send in std::mem::take(&mut state.queued) {
                         self.queued_sends.fetch_sub(1, Ordering::AcqRel);
-                        send.link.error(send.session_id, self.id, ErrorCode::Unavailable,
-                            "node is shutting down; retry", Some(send.client_msg_id));
+                        send.link.refuse(send.session_id, self.id, &refusal, Some(send.client_msg_id));
                     }
                     self.flush_reads(&mut state).await;
                     return;
@@ -311,22 +315,17 @@ impl Owner {
         state.links.clear();
     }
 
-    /// Answers every queued command with `code` and stops (the conversation
-    /// does not exist or cannot be loaded).
-    fn refuse_all(&mut self, code: ErrorCode, message: &str) {
+    /// Answers every queued command with `refusal` and stops (the
+    /// conversation does not exist or cannot be loaded).
+    fn refuse_all(&mut self, refusal: &Refusal) {
         self.owners.retire(self.id, &self.tx);
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
             match command {
                 Command::Send(send) => {
                     self.queued_sends.fetch_sub(1, Ordering::AcqRel);
-                    send.link.error(
-                        send.session_id,
-                        self.id,
-                        code,
-                        message,
-                        Some(send.client_msg_id),
-                    );
+                    send.link
+                        .refuse(send.session_id, self.id, refusal, Some(send.client_msg_id));
                 }
                 Command::Subscribe {
                     link, session_id, ..
@@ -337,7 +336,7 @@ impl Owner {
                 | Command::Typing {
                     link, session_id, ..
                 } => {
-                    link.error(session_id, self.id, code, message, None);
+                    link.refuse(session_id, self.id, refusal, None);
                 }
                 Command::Unsubscribe { .. }
                 | Command::Refresh
@@ -350,7 +349,7 @@ impl Owner {
 
     async fn handle(&mut self, state: &mut State, command: Command) {
         match command {
-            Command::Send(send) => self.accept_send(state, send),
+            Command::Send(send) => self.accept_send(state, send).await,
             Command::Subscribe {
                 link,
                 session_id,
@@ -435,70 +434,51 @@ impl Owner {
     }
 
     /// Checks a send and queues it for the next batch.
-    fn accept_send(&mut self, state: &mut State, send: SendCommand) {
-        let refuse = |send: SendCommand, code: ErrorCode, message: &str| {
-            send.link.error(
-                send.session_id,
-                self.id,
-                code,
-                message,
-                Some(send.client_msg_id),
-            );
+    async fn accept_send(&mut self, state: &mut State, send: SendCommand) {
+        let draft = SendDraft {
+            participant: state.participants.contains_key(&send.user_id),
+            client_msg_id: &send.client_msg_id,
+            kind: send.kind,
+            body: &send.body,
+            media_key: send.media_key.as_deref(),
         };
-        let max_body = self.owners.config().max_body_chars;
-        let problem = if !state.participants.contains_key(&send.user_id) {
-            Some((
-                ErrorCode::Forbidden,
-                "you are not a participant of this conversation",
-            ))
-        } else if !valid_client_msg_id(&send.client_msg_id) {
-            Some((
-                ErrorCode::InvalidArgument,
-                "client_msg_id must be 1 to 64 bytes",
-            ))
-        } else if send.kind == MessageKind::System {
-            Some((
-                ErrorCode::InvalidArgument,
-                "clients cannot send system messages",
-            ))
-        } else if send.kind == MessageKind::Text && send.body.trim().is_empty() {
-            Some((ErrorCode::InvalidArgument, "a text message needs a body"))
-        } else if send.kind == MessageKind::Media && send.media_key.is_none() {
-            Some((
-                ErrorCode::InvalidArgument,
-                "a media message needs a media_key",
-            ))
-        } else if send
-            .media_key
-            .as_deref()
-            .is_some_and(|key| !key.starts_with(&format!("{}/", self.id)))
-        {
-            // Media is fetched by the conversation named in its key: a key
-            // from elsewhere would show nothing (or leak if it did).
-            Some((
-                ErrorCode::InvalidArgument,
-                "media_key belongs to another conversation; upload it here",
-            ))
-        } else if send.body.chars().count() > max_body {
-            Some((ErrorCode::InvalidArgument, "body is too long"))
-        } else {
-            None
-        };
-        match problem {
-            Some((code, message)) => {
+        let mut verdict = check_send(self.id, draft, self.owners.config().max_body_chars);
+        if let (Ok(()), Some(key)) = (&verdict, send.media_key.as_deref()) {
+            verdict = self.check_upload(key).await;
+        }
+        match verdict {
+            Ok(()) => state.queued.push(send),
+            Err(refusal) => {
                 self.queued_sends.fetch_sub(1, Ordering::AcqRel);
-                metrics::counter!("turbochat_sends_refused_total", "code" => code.as_str())
+                metrics::counter!("turbochat_sends_refused_total", "code" => refusal.code.as_str())
                     .increment(1);
-                refuse(send, code, message);
+                send.link
+                    .refuse(send.session_id, self.id, &refusal, Some(send.client_msg_id));
             }
-            None => state.queued.push(send),
+        }
+    }
+
+    /// A `media_key` must name an upload that really was made to this
+    /// conversation (`POST /media` records each one).
+    async fn check_upload(&self, key: &str) -> Result<(), Refusal> {
+        match self.owners.store().media_upload(self.id, key).await? {
+            Some(_) => Ok(()),
+            None => Err(Refusal::invalid(
+                "media_key is not an upload of this conversation; upload it here first",
+            )),
         }
     }
 
     /// Numbers the queued sends from the last committed seq and hands them
-    /// to the group-commit writer.
+    /// to the group-commit writer: all of them, or only the first while a
+    /// refused batch is being retried message by message.
     fn start_batch(&self, state: &mut State) -> Inflight {
-        let sends = std::mem::take(&mut state.queued);
+        let sends = if state.isolating > 0 {
+            state.isolating -= 1;
+            state.queued.drain(..1).collect()
+        } else {
+            std::mem::take(&mut state.queued)
+        };
         self.queued_sends.fetch_sub(sends.len(), Ordering::AcqRel);
         state.writing = true;
         let created_at = now_ms();
@@ -592,41 +572,65 @@ impl Owner {
                 metrics::counter!("turbochat_owner_fenced_total").increment(1);
                 state.reloads += 1;
                 if state.reloads > MAX_RELOADS {
-                    self.fail_sends(sends, "conversation is moving between nodes; retry");
+                    self.fail_sends(
+                        sends,
+                        Refusal::unavailable("conversation is moving between nodes; retry"),
+                    );
                     return;
                 }
                 if let Err(err) = self.catch_up(state).await {
                     tracing::error!(%err, "cannot catch up after fencing");
-                    self.fail_sends(sends, "conversation store unavailable; retry");
+                    self.fail_sends(sends, Refusal::unavailable("store unavailable; retry"));
                     return;
                 }
-                self.queued_sends.fetch_add(sends.len(), Ordering::AcqRel);
-                let mut requeued = sends;
-                requeued.append(&mut state.queued);
-                state.queued = requeued;
+                self.requeue_front(state, sends);
             }
-            Ok(Err(AppendError::Failed(reason))) => {
-                tracing::error!(%reason, "append failed");
-                self.fail_sends(sends, "message not stored; retry");
+            Ok(Err(refused @ (AppendError::Failed(_) | AppendError::Invalid(_))))
+                if sends.len() > 1 =>
+            {
+                // One message of the batch may be at fault: write them one
+                // by one, so only that one fails.
+                tracing::warn!(reason = %refused, sends = sends.len(),
+                    "batch refused; retrying its messages one by one");
+                metrics::counter!("turbochat_batches_isolated_total").increment(1);
+                state.isolating = sends.len();
+                self.requeue_front(state, sends);
+            }
+            Ok(Err(refused)) => {
+                let refusal = Refusal::from(refused);
+                if refusal.code.retryable() {
+                    self.fail_sends(sends, refusal);
+                } else {
+                    metrics::counter!("turbochat_sends_refused_total", "code" => refusal.code.as_str())
+                        .increment(sends.len() as u64);
+                    self.refuse_sends(sends, &refusal);
+                }
             }
             Err(err) => {
-                tracing::error!(%err, "store unavailable");
-                self.fail_sends(sends, "message not stored; retry");
+                self.fail_sends(sends, Refusal::from(err));
             }
         }
     }
 
-    fn fail_sends(&self, sends: Vec<SendCommand>, message: &str) {
-        metrics::counter!("turbochat_sends_failed_total").increment(sends.len() as u64);
+    /// Puts sends back at the head of the queue, in their order.
+    fn requeue_front(&self, state: &mut State, sends: Vec<SendCommand>) {
+        self.queued_sends.fetch_add(sends.len(), Ordering::AcqRel);
+        let mut requeued = sends;
+        requeued.append(&mut state.queued);
+        state.queued = requeued;
+    }
+
+    fn refuse_sends(&self, sends: Vec<SendCommand>, refusal: &Refusal) {
         for send in sends {
-            send.link.error(
-                send.session_id,
-                self.id,
-                ErrorCode::Unavailable,
-                message,
-                Some(send.client_msg_id),
-            );
+            send.link
+                .refuse(send.session_id, self.id, refusal, Some(send.client_msg_id));
         }
+    }
+
+    /// Answers sends that were not stored; the client may retry them.
+    fn fail_sends(&self, sends: Vec<SendCommand>, refusal: Refusal) {
+        metrics::counter!("turbochat_sends_failed_total").increment(sends.len() as u64);
+        self.refuse_sends(sends, &refusal);
     }
 
     /// Reads what other writers committed after our last seq and fans it out.
@@ -699,13 +703,7 @@ impl Owner {
         since: Option<Seq>,
     ) {
         if !state.participants.contains_key(&user_id) {
-            link.error(
-                session_id,
-                self.id,
-                ErrorCode::Forbidden,
-                "you are not a participant of this conversation",
-                None,
-            );
+            link.refuse(session_id, self.id, &Refusal::no_conversation(), None);
             return;
         }
         // Our committed seq can be stale if another node wrote meanwhile
@@ -724,11 +722,10 @@ impl Owner {
                 Ok(Delivery::Gone) => return,
                 Err(err) => {
                     tracing::error!(%err, "replay failed");
-                    link.error(
+                    link.refuse(
                         session_id,
                         self.id,
-                        ErrorCode::Unavailable,
-                        "cannot read history; subscribe again",
+                        &Refusal::unavailable("cannot read history; subscribe again"),
                         None,
                     );
                     return;
@@ -840,13 +837,7 @@ impl Owner {
     ) {
         let seq = seq.min(state.committed);
         let Some(participant) = state.participants.get_mut(&user_id) else {
-            link.error(
-                session_id,
-                self.id,
-                ErrorCode::Forbidden,
-                "you are not a participant of this conversation",
-                None,
-            );
+            link.refuse(session_id, self.id, &Refusal::no_conversation(), None);
             return;
         };
         if seq <= participant.last_read_seq {
@@ -876,13 +867,7 @@ impl Owner {
         active: bool,
     ) {
         if !state.participants.contains_key(&user_id) {
-            link.error(
-                session_id,
-                self.id,
-                ErrorCode::Forbidden,
-                "you are not a participant of this conversation",
-                None,
-            );
+            link.refuse(session_id, self.id, &Refusal::no_conversation(), None);
             return;
         }
         let now = Instant::now();

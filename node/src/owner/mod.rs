@@ -9,6 +9,7 @@
 
 mod command;
 mod conversation;
+mod validate;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use turbochat_protocol::ids::ConversationId;
 use turbochat_store::{Store, Writer};
 
 pub use command::{Command, SendCommand};
+pub use validate::media_key_of;
 
 use crate::config::OwnerConfig;
 

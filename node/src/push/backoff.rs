@@ -1,5 +1,6 @@
-//! When to try a push job again: exponential backoff with full jitter,
-//! never sooner than the server's `Retry-After`.
+//! When to try a push job again: the shared schedule (exponential backoff
+//! with full jitter, `turbochat-backoff`), never sooner than the server's
+//! `Retry-After`.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,14 +16,18 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    fn schedule(&self) -> turbochat_backoff::Backoff {
+        turbochat_backoff::Backoff {
+            initial: self.base,
+            max: self.max,
+            multiplier: 2.0,
+        }
+    }
+
     /// The delay bound after attempt `attempt` (1-based):
     /// `min(max, base * 2^(attempt - 1))`.
     pub fn bound(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        self.base
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.max)
-            .min(self.max)
+        self.schedule().ceiling(attempt.saturating_sub(1))
     }
 
     /// The delay before the next attempt after attempt `attempt` failed:
@@ -30,8 +35,7 @@ impl Backoff {
     /// failed together do not retry together), but at least what the
     /// server asked for in `Retry-After`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let bound = self.bound(attempt).as_millis() as u64;
-        let jittered = Duration::from_millis(rand::random_range(0..=bound));
+        let jittered = self.schedule().jittered(attempt.saturating_sub(1));
         match retry_after {
             Some(asked) => jittered.max(asked.min(self.max_retry_after)),
             None => jittered,

@@ -7,6 +7,8 @@ use serde::Serialize;
 use turbochat_protocol::ids::valid_user_id;
 use turbochat_store::{Store, StoreError};
 
+use crate::refusal::Refusal;
+
 /// Longest token accepted (FCM tokens are about 160 bytes).
 pub const MAX_TOKEN_BYTES: usize = 4096;
 /// Platforms a device can be.
@@ -23,15 +25,18 @@ pub enum DeviceError {
     Store(#[from] StoreError),
 }
 
-impl From<DeviceError> for tonic::Status {
+impl From<DeviceError> for Refusal {
     fn from(err: DeviceError) -> Self {
         match err {
-            DeviceError::Invalid(reason) => tonic::Status::invalid_argument(reason),
-            DeviceError::Store(err) => {
-                tracing::error!(%err, "store error");
-                tonic::Status::unavailable("store unavailable")
-            }
+            DeviceError::Invalid(reason) => Refusal::invalid(reason),
+            DeviceError::Store(err) => Refusal::from(err),
         }
+    }
+}
+
+impl From<DeviceError> for tonic::Status {
+    fn from(err: DeviceError) -> Self {
+        Refusal::from(err).into()
     }
 }
 
@@ -42,6 +47,24 @@ pub struct Registered {
     pub token: String,
     /// Its platform.
     pub platform: String,
+}
+
+/// One device in the `GET /devices` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceView {
+    /// The token.
+    pub token: String,
+    /// Its platform.
+    pub platform: String,
+    /// Last registration, unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// `GET /devices` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceList {
+    /// The caller's devices, by token.
+    pub devices: Vec<DeviceView>,
 }
 
 /// `DELETE /devices/{token}` answer.
@@ -89,6 +112,22 @@ pub async fn register(
     Ok(Registered {
         token: token.to_string(),
         platform: platform.to_string(),
+    })
+}
+
+/// The devices `user` registered.
+pub async fn list(store: &dyn Store, user: &str) -> Result<DeviceList, DeviceError> {
+    check_user(user)?;
+    let devices = store.devices_of(&[user.to_string()]).await?;
+    Ok(DeviceList {
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceView {
+                token: d.token,
+                platform: d.platform,
+                updated_at: d.updated_at,
+            })
+            .collect(),
     })
 }
 

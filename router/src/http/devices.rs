@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use turbochat_protocol::link::{RegisterDeviceRequest, UnregisterDeviceRequest};
+use turbochat_protocol::link::{
+    ListDevicesRequest, RegisterDeviceRequest, UnregisterDeviceRequest,
+};
 
 use super::{home_client, json, ApiError};
 use crate::auth::Authenticated;
@@ -21,6 +23,20 @@ pub struct DeviceBody {
     token: String,
     /// `android`, `ios` or `web`.
     platform: String,
+}
+
+/// `GET /devices`: the caller's registered devices
+/// (`{"devices": [{"token", "platform", "updated_at"}]}`).
+pub async fn list(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+) -> Result<Response, ApiError> {
+    let reply = home_client(&app, &claims.sub)?
+        .list_devices(ListDevicesRequest {
+            user_id: claims.sub,
+        })
+        .await?;
+    Ok(json(reply.into_inner().json))
 }
 
 /// `PUT /devices`: registers the caller's device token (an upsert).

@@ -23,61 +23,67 @@ use crate::App;
 
 pub mod devices;
 
-/// An HTTP error with a stable code.
+/// An HTTP error answer: a stable code (its status comes from
+/// [`ErrorCode::http_status`]), a message, and for `rate_limited` the delay.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
     code: ErrorCode,
     message: String,
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
+        ApiError::new(ErrorCode::InvalidArgument, message)
     }
 
     pub(crate) fn unavailable() -> Self {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "no node is available for this request; retry",
         )
+    }
+
+    pub(crate) fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        ApiError {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after_ms: Some(retry_after_ms),
+        }
     }
 }
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        use tonic::Code;
-        let (http, code) = match status.code() {
-            Code::InvalidArgument => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
-            Code::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
-            Code::PermissionDenied => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
-            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
-            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
-        };
-        ApiError::new(http, code, status.message())
+        ApiError::new(ErrorCode::from_status(&status), status.message())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self
+            .retry_after_ms
+            .map(|ms| ms.div_ceil(1000).max(1).to_string());
         let body = ErrorBody {
             code: self.code,
             message: self.message,
+            retry_after_ms: self.retry_after_ms,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after.and_then(|s| header::HeaderValue::from_str(&s).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        response
     }
 }
 
@@ -120,12 +126,13 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit, 50)?;
     let reply = owner_client(&app, &query.conversation_id)?
         .history(HistoryRequest {
             user_id: claims.sub,
             conversation_id: query.conversation_id.to_string(),
             before_seq: query.before_seq,
-            limit: query.limit.unwrap_or(50),
+            limit,
         })
         .await?;
     Ok(json(reply.into_inner().json))
@@ -145,10 +152,11 @@ pub async fn list_conversations(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page_limit(query.limit, 100)?;
     let reply = home_client(&app, &claims.sub)?
         .list_conversations(ListConversationsRequest {
             user_id: claims.sub,
-            limit: query.limit.unwrap_or(100),
+            limit,
         })
         .await?;
     Ok(json(reply.into_inner().json))
@@ -162,6 +170,13 @@ pub async fn create_conversation(
     body: Result<Json<CreateConversation>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Err(not_until) = app.inner.users.creates.check_key(&claims.sub) {
+        metrics::counter!("turbochat_conversations_rate_limited_total").increment(1);
+        return Err(ApiError::rate_limited(
+            "creating conversations too fast; retry later",
+            crate::limits::wait_ms(&not_until),
+        ));
+    }
     let (id, request) = match body {
         CreateConversation::Direct {
             peer_id,
@@ -211,9 +226,15 @@ pub async fn create_conversation(
 
 /// Fallback for unknown paths: a JSON 404.
 pub async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such endpoint",
-    )
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+/// A page size: `default` when absent; 0 is refused (the node's own
+/// maximum is checked there).
+fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => Ok(n),
+    }
 }

@@ -4,11 +4,14 @@
 
 mod session;
 
+pub use session::CLOSE_GRACE;
+
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use turbochat_protocol::ErrorCode;
 
 use crate::auth::Authenticated;
+use crate::http::ApiError;
 use crate::App;
 
 /// Bytes read from a socket at a time.
@@ -25,11 +28,11 @@ pub async fn upgrade(
     let limits = &app.inner.limits;
     if app.inner.sessions.len() >= limits.max_sessions || app.inner.shutdown.is_cancelled() {
         metrics::counter!("turbochat_sessions_refused_total").increment(1);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "router is full or shutting down",
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "router is full or shutting down; connect to another router or retry",
         )
-            .into_response();
+        .into_response();
     }
     let max = limits.max_frame_bytes;
     let tracker = app.inner.tracker.clone();

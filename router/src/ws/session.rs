@@ -8,13 +8,11 @@
 //! an oversized frame (close 1009), an expired token (close 1008), a slow
 //! consumer (close 1008), and shutdown (close 1001).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
-use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use turbochat_protocol::frame::{ClientFrame, Cursor as WireCursor, ServerFrame};
@@ -23,13 +21,19 @@ use turbochat_protocol::link::{self, router_frame};
 use turbochat_protocol::{ErrorCode, TypingState};
 
 use crate::auth::{now_secs, Claims};
-use crate::sessions::{Cursor, Outgoing, Session};
+use crate::limits::{frame_limiter, wait_ms, FrameLimiter};
+use crate::sessions::{Cursor, Outgoing, Session, CLOSE_POLICY};
 use crate::App;
 
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+
+/// How long a closing session's socket is kept for the client to read its
+/// close frame (behind whatever it had not read yet). Then the socket is
+/// dropped, read or not: a client that stopped reading holds no file
+/// descriptor and no kernel buffer for longer.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a session until the client leaves, misbehaves, or the router stops.
 pub async fn run(app: App, claims: Claims, socket: WebSocket) {
@@ -39,82 +43,100 @@ pub async fn run(app: App, claims: Claims, socket: WebSocket) {
     async move {
         tracing::debug!("session opened");
         let (sink, stream) = socket.split();
-        let writer = tokio::spawn(write_task(sink, out_rx));
+        let mut writer = app
+            .inner
+            .tracker
+            .spawn(write_task(sink, out_rx, session.clone()).in_current_span());
         let mut reader = Reader::new(app.clone(), session.clone(), claims);
         reader.welcome();
         app.inner.links.register_home(&session);
         reader.run(stream).await;
-
-        app.inner.sessions.close(session.id);
         reader.release_subscriptions();
-        // Let the writer flush a close frame, but never hang on a dead client.
         drop(reader);
-        drop(session);
-        if tokio::time::timeout(Duration::from_secs(2), writer)
+        // The session (and its socket) counts against `max_sessions` until
+        // the writer is done with the socket.
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
             .await
             .is_err()
         {
-            tracing::debug!("writer did not finish; dropping the socket");
+            writer.abort();
+            metrics::counter!("turbochat_sessions_dropped_total").increment(1);
+            tracing::debug!("client did not read its close frame; socket dropped");
         }
+        app.inner.sessions.close(session.id);
         tracing::debug!("session closed");
     }
     .instrument(span)
     .await
 }
 
+/// Writes queued frames to the socket in order. An ordered close
+/// ([`Outgoing::Close`]) goes out after what was queued before it; a close
+/// now ([`Session::close_now`], e.g. a slow consumer) skips the queue,
+/// even when a write is stuck on a client that does not read.
 async fn write_task(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut out: mpsc::Receiver<Outgoing>,
+    session: Arc<Session>,
 ) {
-    while let Some(item) = out.recv().await {
+    let closing = session.closing.clone();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = closing.cancelled() => break,
+            item = out.recv() => item,
+        };
         match item {
-            Outgoing::Text(text) => {
-                if sink.send(Message::Text(text)).await.is_err() {
+            Some(Outgoing::Text(text)) => {
+                let sent = tokio::select! {
+                    biased;
+                    _ = closing.cancelled() => break,
+                    sent = sink.send(Message::Text(text)) => sent,
+                };
+                if sent.is_err() {
                     return;
                 }
             }
-            Outgoing::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+            Some(Outgoing::Close(code, reason)) => {
+                close(&mut sink, code, reason).await;
+                return;
+            }
+            None => {
                 let _ = sink.close().await;
                 return;
             }
         }
     }
-    let _ = sink.close().await;
+    let (code, reason) = session
+        .close_reason()
+        .unwrap_or((CLOSE_POLICY, "closing".to_string()));
+    close(&mut sink, code, reason).await;
 }
 
-type DirectLimiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
+async fn close(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: String,
+) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
 
 struct Reader {
     app: App,
     session: Arc<Session>,
     user_id: String,
     expires_at: i64,
-    frames: DirectLimiter,
-}
-
-/// Why the read loop ended.
-enum End {
-    ClientLeft,
-    Closed,
+    frames: FrameLimiter,
 }
 
 impl Reader {
     fn new(app: App, session: Arc<Session>, claims: Claims) -> Self {
-        let per_second =
-            NonZeroU32::new(app.inner.limits.frames_per_second).unwrap_or(NonZeroU32::MIN);
-        let frames = RateLimiter::direct(
-            Quota::per_second(per_second)
-                .allow_burst(per_second.saturating_mul(NonZeroU32::new(2).expect("non-zero"))),
-        );
+        let frames = frame_limiter(&app.inner.limits);
         Reader {
             user_id: claims.sub,
             expires_at: claims.exp,
@@ -135,13 +157,14 @@ impl Reader {
     fn welcome(&self) {
         self.push(&ServerFrame::Welcome {
             user_id: self.user_id.clone(),
-            session_id: self.session.id,
+            session_id: self.session.id.to_string(),
             token_expires_at: self.expires_at,
             max_frame_bytes: self.app.inner.limits.max_frame_bytes,
         });
     }
 
-    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> End {
+    /// Reads frames until the client leaves or the session must close.
+    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) {
         let shutdown = self.app.inner.shutdown.clone();
         let closing = self.session.closing.clone();
         loop {
@@ -153,32 +176,28 @@ impl Reader {
                         self.error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return End::ClientLeft,
+                    Some(Ok(Message::Close(_))) | None => return,
                     Some(Err(err)) => {
                         if is_too_big(&err) {
                             metrics::counter!("turbochat_frames_too_large_total").increment(1);
-                            tracing::info!("frame over the limit; closing with 1009");
-                            self.session.close(CLOSE_TOO_BIG, "frame too large").await;
-                            return End::Closed;
+                            tracing::debug!("frame over the limit; closing with 1009");
+                            self.session.close(CLOSE_TOO_BIG, "frame too large");
+                            return;
                         }
                         tracing::debug!(%err, "socket error");
-                        return End::ClientLeft;
+                        return;
                     }
                 },
                 _ = tokio::time::sleep(until_expiry) => {
                     self.error(ErrorCode::TokenExpired, "token expired; reconnect with a fresh token");
-                    self.session.close(CLOSE_POLICY, "token expired").await;
-                    return End::Closed;
+                    self.session.close(CLOSE_POLICY, "token expired");
+                    return;
                 }
-                _ = closing.cancelled() => {
-                    // The queue is full, so the close may not fit: bounded wait.
-                    let _ = tokio::time::timeout(Duration::from_secs(1),
-                        self.session.close(CLOSE_POLICY, "slow_consumer")).await;
-                    return End::Closed;
-                }
+                // The writer sends the close frame.
+                _ = closing.cancelled() => return,
                 _ = shutdown.cancelled() => {
-                    self.session.close(CLOSE_GOING_AWAY, "server shutting down").await;
-                    return End::Closed;
+                    self.session.close(CLOSE_GOING_AWAY, "server shutting down");
+                    return;
                 }
             }
         }
@@ -186,8 +205,23 @@ impl Reader {
 
     fn on_text(&mut self, text: &str) {
         metrics::counter!("turbochat_frames_received_total").increment(1);
-        if self.frames.check().is_err() {
-            self.error(ErrorCode::RateLimited, "too many frames; slow down");
+        if let Err(not_until) = self.frames.check() {
+            metrics::counter!("turbochat_frames_rate_limited_total").increment(1);
+            // Name what was refused, when it can be read.
+            let (conversation_id, client_msg_id) = match ClientFrame::parse(text) {
+                Ok(frame) => (
+                    frame.conversation_id(),
+                    frame.client_msg_id().map(str::to_string),
+                ),
+                Err(_) => (None, None),
+            };
+            self.push(&ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many frames; slow down".into(),
+                client_msg_id,
+                conversation_id,
+                retry_after_ms: Some(wait_ms(&not_until)),
+            });
             return;
         }
         let frame = match ClientFrame::parse(text) {
@@ -282,15 +316,12 @@ impl Reader {
                 None,
             );
         }
-        if let Err(not_until) = self.app.inner.send_limiter.check_key(&self.user_id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+        if let Err(not_until) = self.app.inner.users.sends.check_key(&self.user_id) {
             metrics::counter!("turbochat_sends_rate_limited_total").increment(1);
             return refuse(
                 ErrorCode::RateLimited,
                 "sending too fast; retry later",
-                Some(wait.as_millis() as u64 + 1),
+                Some(wait_ms(&not_until)),
             );
         }
         let Some(owner) = self.app.inner.links.owner(&conversation_id) else {
@@ -335,6 +366,7 @@ impl Reader {
             Cursor {
                 last_seq: since,
                 node: owner.node.id.clone(),
+                claimed: since.is_some(),
             },
         );
         let frame = router_frame::Frame::Subscribe(link::Subscribe {
