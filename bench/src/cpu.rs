@@ -171,6 +171,7 @@ fn proc_pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
 }
 
+#[allow(unsafe_code)]
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions; it only reads a constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

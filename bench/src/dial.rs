@@ -105,6 +105,7 @@ async fn tcp_from(source: Ipv4Addr, destination: SocketAddr) -> anyhow::Result<T
 
 /// Best effort: without it, `bind` reserves a port per source address for
 /// every connection, which only limits how many fit.
+#[allow(unsafe_code)]
 fn bind_address_no_port(socket: &socket2::Socket) {
     let one: libc::c_int = 1;
     // SAFETY: a valid fd, a valid pointer to a c_int and its size.

@@ -198,10 +198,29 @@ async fn offline_participants_get_one_push_per_device_online_and_muted_none() {
     let long_text = "Is the Audi A4 still for sale? I could come and see it on Saturday \
                      morning, and bring cash if the service history checks out.";
     let text = alice.send_message(&conversation, "m1", long_text).await;
+    // A photo: uploaded first (only a recorded upload may be sent).
+    let png = [
+        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0,
+        0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+    ];
+    let uploaded: Value = reqwest::Client::new()
+        .post(format!("{base}/media?conversation_id={conversation}"))
+        .bearer_auth(valid("alice"))
+        .body(png.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let media_key = uploaded["media_key"]
+        .as_str()
+        .expect("uploaded")
+        .to_string();
     alice
         .send(json!({
             "type": "send", "conversation_id": conversation, "client_msg_id": "m2",
-            "kind": "media", "body": "", "media_key": format!("{conversation}/{}.jpg", uuid::Uuid::new_v4()),
+            "kind": "media", "body": "", "media_key": media_key,
         }))
         .await;
     let photo = alice.answer("m2", T).await;

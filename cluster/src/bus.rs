@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `[bus]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// `redis://host:port`; empty or absent turns the fallback bus off.
     #[serde(default)]

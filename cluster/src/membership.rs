@@ -118,6 +118,7 @@ impl Identity for Member {
 
 /// `[cluster]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GossipConfig {
     /// UDP address to bind. Port 0 picks one (then it is also advertised).
     #[serde(default = "default_listen")]
@@ -202,14 +203,29 @@ impl GossipConfig {
 
 /// `[cluster]` as both binaries read it: gossip on or off, and its settings.
 /// Off (the default) means static membership from configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterSection {
     /// Join the SWIM cluster.
-    #[serde(default)]
     pub enabled: bool,
     /// Gossip settings.
     #[serde(flatten)]
     pub gossip: GossipConfig,
+}
+
+/// One table holds `enabled` and the gossip settings; a key that is neither
+/// is refused by name (serde's `flatten` would let it pass silently).
+impl<'de> Deserialize<'de> for ClusterSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let enabled = match table.remove("enabled") {
+            Some(value) => bool::deserialize(value).map_err(D::Error::custom)?,
+            None => false,
+        };
+        let gossip = GossipConfig::deserialize(serde_json::Value::Object(table))
+            .map_err(D::Error::custom)?;
+        Ok(ClusterSection { enabled, gossip })
+    }
 }
 
 /// Keeps `ring` equal to the active nodes of the membership view, logging

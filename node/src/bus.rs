@@ -12,6 +12,7 @@ use prost::Message;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use turbochat_protocol::link::NodeFrame;
 
 pub use turbochat_cluster::BusConfig;
@@ -29,10 +30,14 @@ pub struct Bus {
 impl Bus {
     /// Starts the publisher. The connection is made (and remade) in the
     /// background, so a Redis that is down at start only delays the bus.
-    pub fn start(config: &BusConfig, shutdown: CancellationToken) -> Option<Bus> {
+    pub fn start(
+        config: &BusConfig,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Option<Bus> {
         let url = config.url()?.to_string();
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(publish_loop(url, rx, shutdown));
+        tasks.spawn(publish_loop(url, rx, shutdown));
         Some(Bus {
             tx,
             config: config.clone(),

@@ -9,9 +9,11 @@ use serde::Deserialize;
 use turbochat_service::config::ConfigError;
 use turbochat_store::WriterConfig;
 
-/// Everything `turbochat-node` reads. Sections it does not know are ignored,
-/// so one file can configure routers and nodes alike.
+/// Everything `turbochat-node` reads. One file configures routers and nodes
+/// alike, so the routers' sections are passed over; any other section, and
+/// any unknown key in a section, is refused by name.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// This node's identity and listeners.
     pub node: NodeSection,
@@ -30,10 +32,20 @@ pub struct Config {
     /// Push notifications: how this node's outbox worker sends them.
     #[serde(default)]
     pub push: crate::push::PushConfig,
+    /// The routers' sections (`[router]`, `[auth]`, `[limits]`, `[media]`).
+    #[serde(default, rename = "router")]
+    _router: serde::de::IgnoredAny,
+    #[serde(default, rename = "auth")]
+    _auth: serde::de::IgnoredAny,
+    #[serde(default, rename = "limits")]
+    _limits: serde::de::IgnoredAny,
+    #[serde(default, rename = "media")]
+    _media: serde::de::IgnoredAny,
 }
 
 /// `[node]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// Unique, stable id; it names the node on the ring.
     pub id: String,
@@ -61,6 +73,7 @@ pub struct NodeSection {
 
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// `sqlite:path/to/file.db` (embedded default) or `postgres://...`.
     pub url: String,
@@ -74,6 +87,7 @@ pub struct StoreSection {
 
 /// `[owner]`: how conversation owners hold state.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OwnerConfig {
     /// Recently committed messages kept in memory per conversation for
     /// resume without a store read (about 300 bytes each: 64 cover a
@@ -219,5 +233,49 @@ impl Config {
         }
         self.push.validate()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(name)
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_shipped_configs_hold_no_unknown_key() {
+        for name in ["dev.toml", "production.toml"] {
+            figment::Jail::expect_with(|_| {
+                turbochat_service::config::load::<Config>(Some(&shipped(name)))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_misspelt_key_is_refused_by_its_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_OWNER__MAX_BODY_CHAR", "10");
+            let err = turbochat_service::config::load::<Config>(Some(&shipped("dev.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("owner.max_body_char: unknown key"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_CLUSTER__SEED", "[]");
+            let err = turbochat_service::config::load::<Config>(Some(&shipped("dev.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("seed"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use turbochat_cluster::{feed_ring, Member, MemberState, Membership, Ring, RingView, Role};
 use turbochat_protocol::link::link_server::LinkServer;
@@ -83,6 +84,9 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
+    // Every background task of this process but the owners (which have
+    // their own tracker) and the writer: joined before `run` returns.
+    let tasks = TaskTracker::new();
     let store: Arc<dyn Store> =
         turbochat_store::open(&config.store.url, config.store.max_connections).await?;
     tracing::info!(store = %redact_url(&config.store.url), "store open and migrated");
@@ -140,13 +144,13 @@ pub async fn run(
         let membership = Membership::start(me, config.cluster.gossip.clone(), shutdown.clone())
             .await
             .map_err(|e| NodeError::Serve(e.to_string()))?;
-        tokio::spawn(feed_ring(
+        tasks.spawn(feed_ring(
             membership.subscribe(),
             ring.clone(),
             config.node.vnodes,
             shutdown.clone(),
         ));
-        tokio::spawn(release_on_change(
+        tasks.spawn(release_on_change(
             membership.subscribe(),
             ring.clone(),
             owners.clone(),
@@ -167,7 +171,7 @@ pub async fn run(
         gossip: membership.as_ref().map(|m| m.gossip_addr()),
     };
 
-    let bus = crate::bus::Bus::start(&config.bus, shutdown.clone());
+    let bus = crate::bus::Bus::start(&config.bus, &tasks, shutdown.clone());
     if bus.is_some() {
         tracing::info!("fallback bus on (Redis)");
     }
@@ -178,6 +182,7 @@ pub async fn run(
         crate::homes::Homes::default(),
         store.clone(),
         config.owner.presence_grace,
+        tasks.clone(),
     );
     let link = LinkService::new(
         owners.clone(),
@@ -186,9 +191,12 @@ pub async fn run(
         routers,
         config.node.link_grace,
         store.clone(),
-        shutdown.clone(),
+        turbochat_service::Background {
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        },
     );
-    let grpc = tokio::spawn(
+    let grpc = tasks.spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
@@ -218,7 +226,7 @@ pub async fn run(
             }),
         )
         .merge(turbochat_service::ops::routes(readiness.clone(), metrics));
-    let http = tokio::spawn(
+    let http = tasks.spawn(
         axum::serve(http_listener, http_app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
@@ -226,7 +234,7 @@ pub async fn run(
 
     // Stopped with the rest (after the drain); it finishes the jobs in
     // flight, and a job it cannot finish is retried after its lease.
-    let push_task = push_worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+    let push_task = push_worker.map(|worker| tasks.spawn(worker.run(shutdown.clone())));
 
     readiness.set(true);
     tracing::info!(node = %listening.id, grpc = %listening.grpc, http = %listening.http, "node ready");
@@ -253,6 +261,13 @@ pub async fn run(
     }
     writer_shutdown.cancel();
     let _ = writer_task.await;
+    tasks.close();
+    if tokio::time::timeout(config.node.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not finish within the drain timeout");
+    }
     tracing::info!("node stopped");
     match grpc_result {
         Ok(Ok(())) => {}

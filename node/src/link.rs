@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use turbochat_protocol::http::{ConversationKind, ConversationList, ConversationView, HistoryPage};
@@ -29,6 +30,7 @@ use turbochat_protocol::link::{
     UserEventsReply, UserEventsRequest,
 };
 use turbochat_protocol::{ErrorCode, MessageKind};
+use turbochat_service::Background;
 use turbochat_store::{ConversationState, MediaUpload, NewConversation, Store, StoreError};
 use uuid::Uuid;
 
@@ -54,6 +56,8 @@ pub struct LinkService {
     routers: Routers,
     link_grace: Duration,
     store: Arc<dyn Store>,
+    /// The routers' stream readers, joined on shutdown.
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 }
 
@@ -66,9 +70,11 @@ impl LinkService {
         routers: Routers,
         link_grace: Duration,
         store: Arc<dyn Store>,
-        shutdown: CancellationToken,
+        background: Background,
     ) -> Self {
+        let Background { tasks, shutdown } = background;
         LinkService {
+            tasks,
             owners,
             events,
             ownership,
@@ -132,7 +138,9 @@ impl Link for LinkService {
         };
         let span = tracing::info_span!("attach", router = %router_id);
         let outbound = Outbound::new(rx, &reader.link).take_until(cut.clone().cancelled_owned());
-        tokio::spawn(reader.run(inbound, cut).instrument(span));
+        let shutdown = self.shutdown.clone();
+        self.tasks
+            .spawn(reader.run(inbound, cut, shutdown).instrument(span));
         Ok(Response::new(Box::pin(outbound)))
     }
 
@@ -473,7 +481,12 @@ struct AttachReader {
 }
 
 impl AttachReader {
-    async fn run(mut self, mut inbound: Streaming<RouterFrame>, cut: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<RouterFrame>,
+        cut: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
         let span =
             tracing::info_span!("attach", router = %self.link.router_id(), link = self.link.id());
         let _enter = span.enter();
@@ -508,7 +521,11 @@ impl AttachReader {
         // Keep the router's subscriptions for a grace period: owners keep
         // fanning out (over the bus, if any), and a router that comes back
         // re-subscribes from its cursors. One that stays away is purged.
-        tokio::time::sleep(self.grace).await;
+        tokio::select! {
+            _ = tokio::time::sleep(self.grace) => {}
+            // Stopping: nothing left to purge for.
+            _ = shutdown.cancelled() => return,
+        }
         if self.link.is_connected() {
             return;
         }

@@ -15,6 +15,7 @@ use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{UserEvent, UserEventsRequest};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use turbochat_protocol::ServerFrame;
 use turbochat_store::Store;
 
@@ -36,6 +37,8 @@ pub struct UserEvents {
     presence_grace: Duration,
     /// Users whose last session ended, waiting out the grace period.
     going_offline: Arc<DashMap<UserId, CancellationToken>>,
+    /// Presence timers and deliveries to other nodes, joined on shutdown.
+    tasks: TaskTracker,
 }
 
 impl UserEvents {
@@ -46,8 +49,10 @@ impl UserEvents {
         homes: Homes,
         store: Arc<dyn Store>,
         presence_grace: Duration,
+        tasks: TaskTracker,
     ) -> Self {
         UserEvents {
+            tasks,
             me,
             ring,
             homes,
@@ -86,7 +91,7 @@ impl UserEvents {
         }
         let events = self.clone();
         let user = user.to_string();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(events.presence_grace) => {}
                 _ = pending.cancelled() => return,
@@ -106,7 +111,7 @@ impl UserEvents {
         metrics::counter!("turbochat_presence_changes_total", "online" => if online { "true" } else { "false" })
             .increment(1);
         let events = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let contacts = match events.store.contacts(&user, MAX_PRESENCE_FAN_OUT).await {
                 Ok(contacts) => contacts,
                 Err(err) => {
@@ -159,7 +164,7 @@ impl UserEvents {
             let Some(mut client) = self.peer(&grpc) else {
                 continue;
             };
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let count = events.len();
                 if let Err(status) = client.user_events(UserEventsRequest { events }).await {
                     metrics::counter!("turbochat_user_events_failed_total").increment(count as u64);

@@ -9,8 +9,11 @@ use serde::Deserialize;
 use turbochat_cluster::NodeInfo;
 use turbochat_service::config::ConfigError;
 
-/// Everything `turbochat-router` reads.
+/// Everything `turbochat-router` reads. One file configures routers and
+/// nodes alike, so the nodes' sections are passed over; any other section,
+/// and any unknown key in a section, is refused by name.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Identity, listener, nodes.
     pub router: RouterSection,
@@ -28,10 +31,20 @@ pub struct Config {
     /// Media uploads (a local directory unless configured).
     #[serde(default)]
     pub media: crate::media::MediaConfig,
+    /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`).
+    #[serde(default, rename = "node")]
+    _node: serde::de::IgnoredAny,
+    #[serde(default, rename = "store")]
+    _store: serde::de::IgnoredAny,
+    #[serde(default, rename = "owner")]
+    _owner: serde::de::IgnoredAny,
+    #[serde(default, rename = "push")]
+    _push: serde::de::IgnoredAny,
 }
 
 /// `[router]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RouterSection {
     /// Unique, stable id (nodes use it to recognise a reconnecting router).
     pub id: String,
@@ -60,6 +73,7 @@ pub struct RouterSection {
 /// `[auth]`: how tokens are verified. The algorithm is pinned: a token
 /// signed with any other (including `none`) is refused.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `HS256`, `HS384`, `HS512`, `RS256`, `ES256`, ...
     pub algorithm: String,
@@ -83,6 +97,7 @@ pub struct AuthConfig {
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest WebSocket frame a client may send; larger closes with 1009.
     #[serde(default = "default_max_frame")]
@@ -244,5 +259,41 @@ impl Config {
         }
         crate::auth::Verifier::from_config(&self.auth).map_err(|e| ConfigError::key("auth", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(name)
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_shipped_configs_hold_no_unknown_key() {
+        for name in ["dev.toml", "production.toml"] {
+            figment::Jail::expect_with(|_| {
+                turbochat_service::config::load::<Config>(Some(&shipped(name)))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_misspelt_key_is_refused_by_its_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_LIMITS__MAX_FRAME_BYTE", "10");
+            let err = turbochat_service::config::load::<Config>(Some(&shipped("dev.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.max_frame_byte: unknown key"), "{err}");
+            Ok(())
+        });
     }
 }

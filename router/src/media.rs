@@ -37,6 +37,7 @@ use crate::App;
 
 /// `[media]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MediaConfig {
     /// Where objects go.
     #[serde(default)]
@@ -84,6 +85,7 @@ pub enum Backend {
 
 /// `[media.s3]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Bucket name.
     pub bucket: String,

@@ -3,7 +3,10 @@
 //!
 //! Nested keys use `__` in variable names: `TURBOCHAT_STORE__URL` sets
 //! `store.url`, `TURBOCHAT_ROUTER__NODES='["http://127.0.0.1:7101"]'` sets a
-//! list. Errors name the key and the reason.
+//! list. Only variables of that shape are configuration: `TURBOCHAT_CONFIG`,
+//! `TURBOCHAT_LOG_FORMAT` and the like are for the launcher and logs. Errors
+//! name the dotted key, the reason and where the value came from; an unknown
+//! key is an error, not a silent no-op.
 
 use std::path::Path;
 
@@ -24,10 +27,46 @@ pub enum ConfigError {
 
 impl From<figment::Error> for ConfigError {
     fn from(err: figment::Error) -> Self {
-        // figment's error names the key path and the source (file or env var).
-        let all: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+        let all: Vec<String> = err.into_iter().map(describe).collect();
         ConfigError::Invalid(all.join("; "))
     }
+}
+
+/// `section.key: what is wrong (from where)`.
+fn describe(err: figment::Error) -> String {
+    use figment::error::Kind;
+    let mut path = err.path.clone();
+    let what = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            format!("unknown key (known here: {})", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
+            "missing".to_string()
+        }
+        other => other.to_string(),
+    };
+    let key = if path.is_empty() {
+        "(top level)".to_string()
+    } else {
+        path.join(".")
+    };
+    let from = match &err.metadata {
+        Some(metadata) => match &metadata.source {
+            Some(file) => format!(" (in {file})"),
+            None if metadata.name.contains("environment") && !path.is_empty() => {
+                format!(" (from TURBOCHAT_{})", path.join("__").to_uppercase())
+            }
+            None => format!(" (from {})", metadata.name),
+        },
+        None => String::new(),
+    };
+    format!("{key}: {what}{from}")
 }
 
 /// Loads `T` from the file at `path` (if given) and the environment.
@@ -40,7 +79,11 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, ConfigError> 
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed("TURBOCHAT_").split("__"));
+    figment = figment.merge(
+        Env::prefixed("TURBOCHAT_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    );
     Ok(figment.extract()?)
 }
 
@@ -58,12 +101,14 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Conf {
         #[serde(default)]
         inner: Inner,
     }
 
     #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Inner {
         #[serde(default)]
         port: u16,
@@ -96,6 +141,43 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let err = load::<Conf>(Some(&file)).unwrap_err().to_string();
             assert!(err.contains("inner.port"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn unknown_keys_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[inner]\nprot = 1\n").unwrap();
+        figment::Jail::expect_with(|_| {
+            let err = load::<Conf>(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("inner.prot: unknown key"), "{err}");
+            assert!(err.contains("port"), "says what is known: {err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_INNER__NAEM", "x");
+            let err = load::<Conf>(None).unwrap_err().to_string();
+            assert!(err.contains("inner.naem: unknown key"), "{err}");
+            assert!(
+                err.contains("TURBOCHAT_INNER__NAEM"),
+                "names the variable: {err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn variables_that_are_not_keys_are_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_CONFIG", "/etc/turbochat.toml");
+            jail.set_env("TURBOCHAT_LOG_FORMAT", "json");
+            jail.set_env("TURBOCHAT_INNER__PORT", "7");
+            let conf: Conf = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(conf.inner.port, 7);
             Ok(())
         });
     }

@@ -9,6 +9,19 @@ pub mod shutdown;
 pub mod telemetry;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What a process's background tasks belong to: the one tracker they are
+/// spawned on (joined, within the drain timeout, before the process exits)
+/// and the token that tells them to stop. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    /// Every long-lived task is spawned here; none is detached.
+    pub tasks: TaskTracker,
+    /// Cancelled when the process stops.
+    pub shutdown: CancellationToken,
+}
 
 /// The multi-threaded runtime of a `role` process, its worker threads named
 /// `{role}-worker` so `top -H`, `perf` and flamegraphs tell the processes

@@ -22,6 +22,7 @@ use crate::{AppendError, Appended, ConversationBatch, Store, StoreError};
 
 /// `[store.writer]`: how the group-commit writer batches.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct WriterConfig {
     /// Most messages in one commit (default 1024; 0 counts as 1). A single

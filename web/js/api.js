@@ -6,7 +6,7 @@
 export class ApiError extends Error {
   /**
    * @param {number} status  HTTP status, 0 when the request never got an answer
-   * @param {string} code    `unauthorized`, `forbidden`, `not_found`, `unavailable`, `network`...
+   * @param {string} code    `unauthorized`, `not_found`, `unavailable`, `network`...
    * @param {string} message
    */
   constructor(status, code, message) {

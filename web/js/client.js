@@ -31,8 +31,8 @@ const MAX_SUBSCRIPTIONS = 1000;
 
 const PLAIN_ERRORS = {
   invalid_argument: 'refused by the server',
-  forbidden: 'you are not in this conversation',
-  not_found: 'no such conversation',
+  // Also a conversation you are not in: the server answers both alike.
+  not_found: 'no such conversation, or you are not in it',
   malformed_frame: 'the client sent a bad frame',
 };
 
@@ -194,8 +194,8 @@ export class ChatClient extends EventTarget {
       conversation.historyLoaded = true;
       conversation.nextBeforeSeq = page.next_before_seq ?? null;
     } catch (err) {
-      if (err instanceof ApiError && (err.code === 'forbidden' || err.code === 'not_found')) {
-        conversation.error = err.code === 'forbidden' ? 'You are not in this conversation.' : 'There is no such conversation.';
+      if (err instanceof ApiError && err.code === 'not_found') {
+        conversation.error = 'There is no such conversation, or you are not in it.';
       } else {
         conversation.historyError = err.message;
         this.checkAuth(err);
@@ -467,7 +467,7 @@ export class ChatClient extends EventTarget {
       this.signedOut('Your session expired. Sign in with a fresh token.');
       return;
     }
-    if (conversation_id && (code === 'forbidden' || code === 'not_found')) {
+    if (conversation_id && code === 'not_found') {
       const conversation = this.conversation(conversation_id);
       conversation.error = PLAIN_ERRORS[code];
       this.subscriptions.delete(conversation_id);

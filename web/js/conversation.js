@@ -41,7 +41,7 @@ export class Conversation {
     this.historyError = null;
     /** Read cursor still to send to the server (0: nothing). */
     this.readToSend = 0;
-    /** Why this conversation cannot be shown (forbidden, not found). */
+    /** Why this conversation cannot be shown (not found, or not yours). */
     this.error = null;
   }
 

@@ -108,12 +108,15 @@ GRPC=$(ready_field node-1 grpc)
 start router-1 turbochat-router \
   TURBOCHAT_ROUTER__ID=router-1 \
   TURBOCHAT_ROUTER__LISTEN=127.0.0.1:0 \
+  TURBOCHAT_ROUTER__OPS_LISTEN=127.0.0.1:0 \
   TURBOCHAT_ROUTER__DRAIN_TIMEOUT=1s \
   TURBOCHAT_ROUTER__NODES="[{id=\"node-1\",grpc=\"http://$GRPC\"}]"
 ROUTER=$(ready_field router-1 http)
-log "router at http://$ROUTER (node gRPC $GRPC)"
+OPS=$(ready_field router-1 ops)
+log "router at http://$ROUTER, operators at http://$OPS (node gRPC $GRPC)"
 
 export TURBOCHAT_URL="http://$ROUTER"
+export TURBOCHAT_OPS_URL="http://$OPS"
 export TURBOCHAT_ROUTER_BIN="$BIN/turbochat-router"
 export TURBOCHAT_CONFIG="$ROOT/configs/dev.toml"
 export CHROMIUM

@@ -930,7 +930,8 @@ impl Owner {
             let id = self.id;
             // Cursors only move forward in SQL, so these writes may land in
             // any order relative to later flushes.
-            tokio::spawn(async move { write_reads(store, id, reads).await });
+            self.owners
+                .spawn_side(async move { write_reads(store, id, reads).await });
         }
     }
 

@@ -185,6 +185,12 @@ impl Owners {
             .clone()
     }
 
+    /// Runs a side task of an owner (e.g. a read-cursor write) on the
+    /// owners' tracker, so shutdown waits for it.
+    fn spawn_side(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tracker.spawn(task);
+    }
+
     fn spawn(&self, conversation: ConversationId) -> Mailbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let mailbox = Mailbox {

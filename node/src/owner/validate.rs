@@ -58,7 +58,7 @@ pub fn check_send(
     }
     if send.body.chars().count() > max_body_chars {
         return Err(Refusal::invalid(format!(
-            "body is longer than {max_body_chars} characters"
+            "body is too long (at most {max_body_chars} characters)"
         )));
     }
     if let Some(key) = send.media_key {

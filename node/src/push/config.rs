@@ -25,6 +25,7 @@ pub enum PushBackend {
 
 /// `[push]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct PushConfig {
     /// `off`, `file` or `fcm`.
@@ -69,6 +70,7 @@ pub struct PushConfig {
 
 /// `[push.file]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct FileSinkConfig {
     /// JSON lines are appended here (directories are created).
@@ -77,6 +79,7 @@ pub struct FileSinkConfig {
 
 /// `[push.fcm]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct FcmConfig {
     /// The Firebase service-account key (JSON, as the console downloads it).

@@ -238,3 +238,53 @@ fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
         Some(n) => Ok(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(query: &str) -> bool {
+        match axum::http::Uri::try_from(format!("/x?{query}")) {
+            Ok(uri) => Query::<T>::try_from_uri(&uri).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn queries_parse_as_documented() {
+        let id = uuid::Uuid::now_v7();
+        assert!(parse::<HistoryQuery>(&format!(
+            "conversation_id={id}&limit=5"
+        )));
+        assert!(!parse::<HistoryQuery>("conversation_id=nope"));
+        assert!(!parse::<HistoryQuery>(&format!(
+            "conversation_id={id}&before_seq=-1"
+        )));
+        assert!(parse::<ListQuery>(""));
+        assert!(page_limit(Some(0), 50).is_err());
+        assert_eq!(page_limit(None, 50).unwrap(), 50);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_is_parsed_or_refused_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse::<HistoryQuery>(&text);
+            let _ = parse::<ListQuery>(&text);
+            let _ = parse::<crate::media::UploadQuery>(&text);
+        }
+
+        #[test]
+        fn query_shaped_garbage_is_parsed_or_refused_without_panic(
+            key in "(conversation_id|before_seq|limit|token|[a-z]{0,6})",
+            value in "[%0-9a-fA-F\\-.&=+]{0,48}",
+        ) {
+            let text = format!("{key}={value}&limit={value}&before_seq={value}");
+            let _ = parse::<HistoryQuery>(&text);
+            let _ = parse::<ListQuery>(&text);
+            let _ = parse::<crate::media::UploadQuery>(&text);
+        }
+    }
+}

@@ -26,6 +26,7 @@ use crate::sessions::{Cursor, Outgoing, Session, CLOSE_POLICY};
 use crate::App;
 
 /// Close codes (RFC 6455).
+const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -50,7 +51,11 @@ pub async fn run(app: App, claims: Claims, socket: WebSocket) {
         let mut reader = Reader::new(app.clone(), session.clone(), claims);
         reader.welcome();
         app.inner.links.register_home(&session);
-        reader.run(stream).await;
+        if reader.run(stream).await == End::ClientLeft {
+            // Nothing was asked to close: answer the client's close (or the
+            // broken socket) and let the writer go.
+            session.close_now(CLOSE_NORMAL, "");
+        }
         reader.release_subscriptions();
         drop(reader);
         // The session (and its socket) counts against `max_sessions` until
@@ -126,6 +131,15 @@ async fn close(
     let _ = sink.close().await;
 }
 
+/// Why the read loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed, or the socket broke.
+    ClientLeft,
+    /// The session asked for a close (queued, or at once).
+    Closing,
+}
+
 struct Reader {
     app: App,
     session: Arc<Session>,
@@ -164,7 +178,7 @@ impl Reader {
     }
 
     /// Reads frames until the client leaves or the session must close.
-    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) {
+    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> End {
         let shutdown = self.app.inner.shutdown.clone();
         let closing = self.session.closing.clone();
         loop {
@@ -176,28 +190,28 @@ impl Reader {
                         self.error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return End::ClientLeft,
                     Some(Err(err)) => {
                         if is_too_big(&err) {
                             metrics::counter!("turbochat_frames_too_large_total").increment(1);
                             tracing::debug!("frame over the limit; closing with 1009");
                             self.session.close(CLOSE_TOO_BIG, "frame too large");
-                            return;
+                            return End::Closing;
                         }
                         tracing::debug!(%err, "socket error");
-                        return;
+                        return End::ClientLeft;
                     }
                 },
                 _ = tokio::time::sleep(until_expiry) => {
                     self.error(ErrorCode::TokenExpired, "token expired; reconnect with a fresh token");
                     self.session.close(CLOSE_POLICY, "token expired");
-                    return;
+                    return End::Closing;
                 }
                 // The writer sends the close frame.
-                _ = closing.cancelled() => return,
+                _ = closing.cancelled() => return End::Closing,
                 _ = shutdown.cancelled() => {
                     self.session.close(CLOSE_GOING_AWAY, "server shutting down");
-                    return;
+                    return End::Closing;
                 }
             }
         }

@@ -18,6 +18,8 @@ function required(name) {
 
 /** `http://127.0.0.1:PORT` of the router under test. */
 export const BASE = required('TURBOCHAT_URL');
+/** Its operator listener (`/metrics`). */
+export const OPS = required('TURBOCHAT_OPS_URL');
 const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', 'screenshots');
 
 /** A user id no other test (or earlier run on the same store) uses. */
@@ -214,7 +216,7 @@ export async function cuttableNetwork(context) {
 
 /** A counter from the router's Prometheus `/metrics` (0 if not there yet). */
 export async function metric(name) {
-  const text = await (await fetch(`${BASE}/metrics`)).text();
+  const text = await (await fetch(`${OPS}/metrics`)).text();
   let total = 0;
   for (const line of text.split('\n')) {
     if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) total += Number(line.split(' ').pop());
