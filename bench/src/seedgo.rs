@@ -49,6 +49,10 @@ pub fn build_dir() -> PathBuf {
 /// The binary of the current source, built first if there is none.
 /// Blocks (a first build takes tens of seconds).
 pub fn binary() -> anyhow::Result<PathBuf> {
+    // One build at a time in this process (tests start systems in
+    // parallel); other processes are kept apart by the partial file's name.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let source = source_dir();
     let digest = source_digest(&source)?;
     let dir = build_dir();
@@ -61,7 +65,7 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     // the same source (another bench) never runs a half-written file.
     let partial = dir.join(format!(
         "seedgo-{digest:016x}.{}.partial",
-        std::process::id()
+        uuid::Uuid::new_v4().simple()
     ));
     eprintln!(
         "== seedgo: go build {} -> {}",
