@@ -8,7 +8,8 @@
 //! is the figure to compare two builds or two systems by. PostgreSQL's
 //! backends are separate processes, not known by pid: every process named
 //! `postgres` is counted (the bench's database is the only one in use
-//! while it runs).
+//! while it runs), and for a system that uses Redis (seedgo) every
+//! `redis-server` the same way.
 
 use std::collections::BTreeMap;
 
@@ -34,13 +35,17 @@ impl Default for CpuSample {
     }
 }
 
-/// The label under which all PostgreSQL processes are summed.
+/// The name of PostgreSQL's processes, and the label their CPU is summed
+/// under.
 pub const POSTGRES: &str = "postgres";
 
+/// The name of Redis' process, and the label its CPU is summed under.
+pub const REDIS: &str = "redis-server";
+
 impl CpuSample {
-    /// Samples `(label, pid)` and every `postgres` process. A process that
-    /// is gone counts as zero.
-    pub fn take(processes: &[(String, u32)]) -> CpuSample {
+    /// Samples `(label, pid)` and every process named as one of `shared`
+    /// (summed under that name). A process that is gone counts as zero.
+    pub fn take(processes: &[(String, u32)], shared: &[&str]) -> CpuSample {
         let tick = clock_ticks_per_second();
         let mut sample = CpuSample::default();
         for (label, pid) in processes {
@@ -50,15 +55,18 @@ impl CpuSample {
                 .waited
                 .insert(label.clone(), run_queue_wait_ns(*pid) as f64 / 1e9);
         }
-        let (mut ticks, mut wait_ns) = (0, 0);
-        for pid in proc_pids() {
-            if let Some(stat) = read_stat(pid).filter(|s| s.comm == POSTGRES) {
-                ticks += stat.ticks;
-                wait_ns += run_queue_wait_ns(pid);
-            }
+        for name in shared {
+            sample.used.insert(name.to_string(), 0.0);
+            sample.waited.insert(name.to_string(), 0.0);
         }
-        sample.used.insert(POSTGRES.into(), ticks as f64 / tick);
-        sample.waited.insert(POSTGRES.into(), wait_ns as f64 / 1e9);
+        for pid in proc_pids() {
+            let Some(stat) = read_stat(pid).filter(|s| shared.contains(&s.comm.as_str())) else {
+                continue;
+            };
+            *sample.used.get_mut(&stat.comm).expect("inserted") += stat.ticks as f64 / tick;
+            *sample.waited.get_mut(&stat.comm).expect("inserted") +=
+                run_queue_wait_ns(pid) as f64 / 1e9;
+        }
         sample
     }
 
@@ -92,12 +100,13 @@ impl CpuSample {
 /// CPU used by the servers over one phase.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CpuFigures {
-    /// CPU seconds by process label (`postgres` = all its processes; 0 for
-    /// the peers, which use none).
+    /// CPU seconds by process label (`postgres` = all its processes, 0 for
+    /// the peers without a database; `redis-server` likewise, for seedgo).
     pub seconds: BTreeMap<String, f64>,
     /// Messages offered over the sampled time (warmup and measured part).
     pub messages: u64,
-    /// All server CPU (PostgreSQL included) per message, microseconds.
+    /// All server CPU (PostgreSQL, and Redis where used, included) per
+    /// message, microseconds.
     pub total_us_per_message: Option<f64>,
     /// PostgreSQL's part of it.
     pub postgres_us_per_message: Option<f64>,
@@ -199,7 +208,7 @@ mod tests {
     #[test]
     fn own_process_uses_cpu_and_differences_add_up() {
         let me = vec![("bench".to_string(), std::process::id())];
-        let before = CpuSample::take(&me);
+        let before = CpuSample::take(&me, &[POSTGRES]);
         // Spin until 50 ms of CPU show up (never, if reading them is broken).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
@@ -207,7 +216,7 @@ mod tests {
             for _ in 0..1_000_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
-            let figures = CpuSample::take(&me).since(&before, 1000);
+            let figures = CpuSample::take(&me, &[POSTGRES]).since(&before, 1000);
             if figures.seconds["bench"] >= 0.05 || std::time::Instant::now() > deadline {
                 break figures;
             }
@@ -222,5 +231,29 @@ mod tests {
         assert!(figures.wall_seconds > 0.0);
         assert!(figures.threads_waiting("bench").is_some());
         assert_eq!(figures.threads_waiting("node"), None);
+    }
+
+    #[test]
+    fn shared_services_are_summed_by_process_name() {
+        let own = read_stat(std::process::id()).expect("own stat").comm;
+        let shared = [own.as_str(), "no-such-process"];
+        let before = CpuSample::take(&[], &shared);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        let figures = loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let figures = CpuSample::take(&[], &shared).since(&before, 1000);
+            if figures.seconds[&own] >= 0.05 || std::time::Instant::now() > deadline {
+                break figures;
+            }
+        };
+        assert!(figures.seconds[&own] >= 0.05, "{figures:?}");
+        assert_eq!(figures.seconds["no-such-process"], 0.0, "{figures:?}");
+        assert!(
+            !figures.seconds.contains_key(POSTGRES),
+            "only what was asked"
+        );
     }
 }

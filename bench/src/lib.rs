@@ -4,7 +4,8 @@
 //!
 //! The data path, by file:
 //! - [`system`]: what is measured — turbochat clusters (through the
-//!   cluster-tests harness, on PostgreSQL) and the [`floor`] server.
+//!   cluster-tests harness, on PostgreSQL), the [`floor`] server, the
+//!   Socket.IO peer and the seed's Go server ([`seedgo`]).
 //! - [`dial`]: client sockets (many loopback source addresses, raised file
 //!   limit).
 //! - [`load`]: the fleet of clients and the open-loop scheduler; latency
@@ -24,6 +25,7 @@ pub mod memory;
 pub mod report;
 pub mod rss;
 pub mod run;
+pub mod seedgo;
 pub mod server;
 pub mod sweep;
 pub mod system;

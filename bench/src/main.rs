@@ -14,7 +14,7 @@ use bench::system::{ServerEnv, Target};
 #[derive(Parser)]
 #[command(
     name = "turbochat-bench",
-    about = "Latency, throughput and memory of turbochat against a Socket.IO peer and the floor"
+    about = "Latency, throughput and memory of turbochat against a Socket.IO peer, the seed's Go server and the floor"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,9 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One fixed load against the floor, Socket.IO, turbochat 1 node + 1 router and 3 nodes + 2 routers.
+    /// One fixed load against the floor, Socket.IO, the seed's Go server, turbochat 1 node + 1 router and 3 nodes + 2 routers.
     Run(LoadArgs),
-    /// The same with tiny numbers (seconds), against the floor, Socket.IO and turbochat 1+1; fails on loss.
+    /// The same with tiny numbers (seconds), against the floor, Socket.IO, the seed's Go server and turbochat 1+1; fails on loss.
     Smoke(LoadArgs),
     /// Idle connections held open; RSS per connection of each process.
     Memory(MemoryArgs),
@@ -52,7 +52,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Systems, comma separated: floor, socketio, 1n1r, 3n2r, ... (NnMr = N nodes, M routers; gossip when N or M > 1).
+    /// Systems, comma separated: floor, socketio, seedgo, 1n1r, 3n2r, ... (NnMr = N nodes, M routers; gossip when N or M > 1).
     #[arg(long)]
     targets: Option<String>,
     /// WebSocket clients.
@@ -168,7 +168,7 @@ struct Defaults {
 }
 
 const RUN: Defaults = Defaults {
-    targets: "floor,socketio,1n1r,3n2r",
+    targets: "floor,socketio,seedgo,1n1r,3n2r",
     clients: 2000,
     rate: 1000.0,
     duration: 20.0,
@@ -177,7 +177,7 @@ const RUN: Defaults = Defaults {
 };
 
 const SMOKE: Defaults = Defaults {
-    targets: "floor,socketio,1n1r",
+    targets: "floor,socketio,seedgo,1n1r",
     clients: 20,
     rate: 200.0,
     duration: 3.0,
@@ -312,7 +312,7 @@ async fn memory_mode(args: MemoryArgs, nofile_limit: u64) -> anyhow::Result<()> 
         .common
         .targets
         .as_deref()
-        .unwrap_or("floor,socketio,1n1r");
+        .unwrap_or("floor,socketio,seedgo,1n1r");
     let settings = bench::memory::Settings {
         targets: targets(target_list)?,
         recorded: json!({"targets": target_list, "shape": shape, "hold_secs": args.hold, "env": env}),
@@ -342,7 +342,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         .common
         .targets
         .as_deref()
-        .unwrap_or("floor,socketio,1n1r,3n2r");
+        .unwrap_or("floor,socketio,seedgo,1n1r,3n2r");
     let first = Load {
         rate: args.from,
         duration: secs(args.step_duration, "step-duration")?,

@@ -79,6 +79,7 @@ fn check_fits(target: &Target, clients: usize, nofile_limit: u64) -> anyhow::Res
                 clients.div_ceil(fit)
             ),
         ),
+        Target::SeedGo => (crate::seedgo::INSTANCES, "use fewer --clients".to_string()),
         _ => (1, "it is one process; use fewer --clients".to_string()),
     };
     if clients.div_ceil(servers) > fit {

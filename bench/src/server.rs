@@ -230,11 +230,13 @@ pub async fn observe(system: &System, fleet: &mut Fleet, load: &Load) -> PhaseFi
             .map_err(|e| eprintln!("== {}: no node metrics: {e:#}", system.target.name()))
             .ok()
     };
-    let cpu_before = crate::cpu::CpuSample::take(&system.processes);
+    let shared = system.shared_services();
+    let cpu_before = crate::cpu::CpuSample::take(&system.processes, shared);
     let mut phase = fleet.run_phase(load).await;
     let offered = load.rate * (load.warmup + load.duration).as_secs_f64();
     phase.cpu = Some(
-        crate::cpu::CpuSample::take(&system.processes).since(&cpu_before, offered.round() as u64),
+        crate::cpu::CpuSample::take(&system.processes, shared)
+            .since(&cpu_before, offered.round() as u64),
     );
     if let Some(before) = before {
         match scrape(&http, endpoints).await {

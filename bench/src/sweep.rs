@@ -68,10 +68,11 @@ fn passed(phase: &crate::load::PhaseFigures, bound_ms: f64) -> Result<(), String
     Ok(())
 }
 
-/// Notes comparing each turbochat's capacity with the Socket.IO peer's
-/// (target: at least 2x, with our persistence on and theirs off).
-fn against_socketio(capacities: &[Capacity]) -> Vec<String> {
-    let name = Target::SocketIo.name();
+/// Notes comparing each turbochat's capacity with a peer's, against a
+/// target ratio: Socket.IO's at least 2x (with our persistence on and
+/// theirs off), seedgo's (persisted too) at least 3x.
+fn against(peer: &Target, target_ratio: f64, capacities: &[Capacity]) -> Vec<String> {
+    let name = peer.name();
     let Some(peer) = capacities.iter().find(|c| c.system == name) else {
         return Vec::new();
     };
@@ -81,18 +82,21 @@ fn against_socketio(capacities: &[Capacity]) -> Vec<String> {
         .map(|c| match (c.highest_rate_under_bound, peer.highest_rate_under_bound) {
             (Some(ours), Some(theirs)) => {
                 let ratio = ours / theirs;
-                let verdict = if ratio >= 2.0 {
-                    "meets the ≥ 2x target".to_string()
+                let verdict = if ratio >= target_ratio {
+                    format!("meets the ≥ {target_ratio}x target")
                 } else {
-                    format!("misses the ≥ 2x target by {:.0} msg/s", 2.0 * theirs - ours)
+                    format!(
+                        "misses the ≥ {target_ratio}x target by {:.0} msg/s",
+                        target_ratio * theirs - ours
+                    )
                 };
                 format!(
-                    "{}: highest load {ours:.0} msg/s = {ratio:.2}x Socket.IO's {theirs:.0} msg/s; {verdict}",
+                    "{}: highest load {ours:.0} msg/s = {ratio:.2}x {name}'s {theirs:.0} msg/s; {verdict}",
                     c.system
                 )
             }
             (ours, theirs) => format!(
-                "{}: no ratio to Socket.IO (ours {ours:?}, theirs {theirs:?} msg/s)",
+                "{}: no ratio to {name} (ours {ours:?}, theirs {theirs:?} msg/s)",
                 c.system
             ),
         })
@@ -170,7 +174,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Ca
         fleet.close().await;
         system.stop().await;
     }
-    notes.extend(against_socketio(&capacities));
+    notes.extend(against(&Target::SocketIo, 2.0, &capacities));
+    notes.extend(against(&Target::SeedGo, 3.0, &capacities));
     let report = Report {
         mode: "sweep".into(),
         timestamp: crate::report::timestamp(),

@@ -1,7 +1,8 @@
 //! The systems under test, started and stopped one at a time: the floor
-//! (our own process), the Socket.IO peer (`peers/socketio`, Node.js) and
-//! turbochat clusters (through the cluster-tests harness, on a fresh
-//! PostgreSQL database each).
+//! (our own process), the Socket.IO peer (`peers/socketio`, Node.js), the
+//! seed's Go server (`peers/seedgo`, [`crate::seedgo`]) and turbochat
+//! clusters (through the cluster-tests harness); the last two on a fresh
+//! PostgreSQL database each.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -25,6 +26,10 @@ pub enum Target {
     Floor,
     /// A Socket.IO 4 server with rooms, no persistence (`peers/socketio`).
     SocketIo,
+    /// The seed's Go server (`peers/seedgo`): two instances, every message
+    /// stored in PostgreSQL, then fanned out over Redis pub/sub.
+    #[serde(rename = "seedgo")]
+    SeedGo,
     /// turbochat on PostgreSQL.
     Turbochat {
         /// Nodes.
@@ -42,23 +47,28 @@ impl Target {
         match self {
             Target::Floor => "floor".into(),
             Target::SocketIo => "socketio".into(),
+            Target::SeedGo => "seedgo".into(),
             Target::Turbochat { nodes, routers, .. } => format!("turbochat-{nodes}n{routers}r"),
         }
     }
 
-    /// Parses `floor`, `socketio`, `1n1r`, `3n2r` (or `turbochat-3n2r`).
+    /// Parses `floor`, `socketio`, `seedgo`, `1n1r`, `3n2r` (or
+    /// `turbochat-3n2r`).
     /// Clusters with more than one node use gossip.
     pub fn parse(text: &str) -> anyhow::Result<Target> {
         let text = text.trim().trim_start_matches("turbochat-");
         match text {
             "floor" => return Ok(Target::Floor),
             "socketio" | "socket.io" => return Ok(Target::SocketIo),
+            "seedgo" => return Ok(Target::SeedGo),
             _ => {}
         }
         let (nodes, routers) = text
             .strip_suffix('r')
             .and_then(|rest| rest.split_once('n'))
-            .ok_or_else(|| anyhow!("unknown target {text:?} (floor, socketio, 1n1r, 3n2r, ...)"))?;
+            .ok_or_else(|| {
+                anyhow!("unknown target {text:?} (floor, socketio, seedgo, 1n1r, 3n2r, ...)")
+            })?;
         let nodes: usize = nodes.parse().context("node count")?;
         let routers: usize = routers.parse().context("router count")?;
         if nodes == 0 || routers == 0 {
@@ -99,9 +109,11 @@ impl ServerEnv {
 pub struct System {
     /// What was started.
     pub target: Target,
-    /// `ip:port` of each WebSocket endpoint (routers, or the one peer process).
+    /// `ip:port` of each WebSocket endpoint (routers, seedgo's instances,
+    /// or the one peer process).
     pub endpoints: Vec<String>,
-    /// `(label, pid)` of every server process (PostgreSQL not included).
+    /// `(label, pid)` of every server process (PostgreSQL and Redis not
+    /// included: see [`System::shared_services`]).
     pub processes: Vec<(String, u32)>,
     /// `ip:port` of each turbochat node's HTTP listener (`/metrics`); empty
     /// for the peers.
@@ -112,6 +124,7 @@ pub struct System {
 /// Held only so dropping the system stops its processes.
 enum Running {
     Peer { _process: ChildProcess },
+    SeedGo { _seed: Box<crate::seedgo::SeedGo> },
     Turbochat { _cluster: Box<Cluster> },
 }
 
@@ -149,6 +162,18 @@ impl System {
                     processes: vec![(target.name(), peer.child.id())],
                     node_metrics: Vec::new(),
                     running: Running::Peer { _process: peer },
+                })
+            }
+            Target::SeedGo => {
+                let seed = crate::seedgo::SeedGo::start().await?;
+                Ok(System {
+                    target: target.clone(),
+                    endpoints: seed.endpoints()?,
+                    processes: seed.processes(),
+                    node_metrics: Vec::new(),
+                    running: Running::SeedGo {
+                        _seed: Box::new(seed),
+                    },
                 })
             }
             Target::Turbochat {
@@ -203,14 +228,16 @@ impl System {
             Target::SocketIo => {
                 format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&user={user}")
             }
-            Target::Turbochat { .. } => {
+            Target::SeedGo | Target::Turbochat { .. } => {
                 format!("ws://{addr}/ws?token={}", harness::tokens::valid(user))
             }
         }
     }
 
     /// Creates one conversation per group of users (the first user creates
-    /// it); returns their ids in order. The floor's rooms need no creating.
+    /// it, with `POST /conversations` as turbochat's router and seedgo take
+    /// it); returns their ids in order. The floor's and Socket.IO's rooms
+    /// need no creating.
     pub async fn create_conversations(
         &self,
         groups: &[Vec<String>],
@@ -256,12 +283,23 @@ impl System {
     /// Where the node and router binaries came from (None for the peers).
     pub fn bin_dir(&self) -> Option<String> {
         match self.running {
-            Running::Peer { .. } => None,
+            Running::Peer { .. } | Running::SeedGo { .. } => None,
             Running::Turbochat { .. } => Some(harness::bins::bin_dir().display().to_string()),
         }
     }
 
-    /// Stops every process (and drops the turbochat database).
+    /// Processes outside [`System::processes`] whose CPU counts as this
+    /// system's, by process name, each summed under its name: PostgreSQL
+    /// for all (the peers without a database use none of it), and Redis
+    /// for seedgo, whose every message goes through it.
+    pub fn shared_services(&self) -> &'static [&'static str] {
+        match self.target {
+            Target::SeedGo => &[crate::cpu::POSTGRES, crate::cpu::REDIS],
+            _ => &[crate::cpu::POSTGRES],
+        }
+    }
+
+    /// Stops every process (and drops the database).
     pub async fn stop(self) {
         // Dropping kills the children and drops the database; both block.
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
@@ -415,6 +453,8 @@ mod tests {
         );
         assert_eq!(Target::parse("3n2r").unwrap().name(), "turbochat-3n2r");
         assert_eq!(Target::parse("socketio").unwrap(), Target::SocketIo);
+        assert_eq!(Target::parse("seedgo").unwrap(), Target::SeedGo);
+        assert_eq!(Target::SeedGo.name(), "seedgo");
         assert!(Target::parse("nats").is_err());
         assert!(Target::parse("0n1r").is_err());
     }

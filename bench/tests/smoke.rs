@@ -1,6 +1,6 @@
 //! The bench's smoke mode, as CI runs it: the real binary against the floor,
-//! the Socket.IO peer and turbochat 1 node + 1 router on PostgreSQL, tiny
-//! numbers. It must produce figures for every system with nothing lost, so
+//! the Socket.IO peer, the seed's Go server (two instances, PostgreSQL,
+//! Redis) and turbochat 1 node + 1 router on PostgreSQL, tiny numbers. It must produce figures for every system with nothing lost, so
 //! the instrument cannot rot unnoticed. And the memory mode with its
 //! clients split over child processes, as it runs for 100,000 connections.
 
@@ -12,9 +12,10 @@ use serde_json::Value;
 #[test]
 fn smoke_produces_figures_with_nothing_lost() {
     // Building turbochat-node/router (if this test is the first to need
-    // them) is the harness's one-time cost, shared with the cluster tests:
-    // done before the clock starts.
+    // them) is the harness's one-time cost, shared with the cluster tests,
+    // and so is the seedgo peer's go build: done before the clock starts.
     let bin_dir = harness::bins::bin_dir();
+    bench::seedgo::binary().expect("the seedgo peer builds");
     let results = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_turbochat-bench"))
@@ -50,7 +51,7 @@ fn smoke_produces_figures_with_nothing_lost() {
         .iter()
         .filter_map(|s| s["system"].as_str())
         .collect();
-    assert_eq!(names, ["floor", "socketio", "turbochat-1n1r"]);
+    assert_eq!(names, ["floor", "socketio", "seedgo", "turbochat-1n1r"]);
     for system in systems {
         let name = &system["system"];
         let phase = &system["phases"][0];
@@ -107,6 +108,28 @@ fn smoke_produces_figures_with_nothing_lost() {
             }
             assert!(cpu["total_us_per_message"].as_f64().unwrap() > 0.0, "{cpu}");
             assert!(cpu["wall_seconds"].as_f64().unwrap() > 1.0, "{cpu}");
+        } else if name == "seedgo" {
+            assert!(nodes.is_null(), "{name} has no nodes: {nodes}");
+            // Both instances, and the PostgreSQL backends and Redis they
+            // use for every message, are counted.
+            let cpu = &phase["cpu"];
+            for process in ["seedgo-1", "seedgo-2"] {
+                assert!(
+                    cpu["seconds"][process].as_f64().is_some(),
+                    "{name}: CPU of {process}: {cpu}"
+                );
+            }
+            for service in ["postgres", "redis-server"] {
+                assert!(
+                    cpu["seconds"][service].as_f64().unwrap() > 0.0,
+                    "{name}: every message goes through {service}: {cpu}"
+                );
+            }
+            assert_eq!(
+                system["memory"]["processes"].as_array().unwrap().len(),
+                2,
+                "{name}: two instances"
+            );
         } else {
             assert!(nodes.is_null(), "{name} has no nodes: {nodes}");
             assert!(phase["cpu"]["seconds"][name.as_str().unwrap()].is_number());
