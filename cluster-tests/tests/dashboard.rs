@@ -195,7 +195,8 @@ async fn every_metric_the_dashboard_queries_exists() {
     let mut conversations = Vec::new();
     for i in 0..16 {
         let peer = format!("peer{i}-{run}");
-        let conversation = api.create_direct(&valid(&alice), &peer, None).await;
+        // Created by the peer: creations are rate limited per user.
+        let conversation = api.create_direct(&valid(&peer), &alice, None).await;
         ws.subscribe(&conversation, None).await;
         let ack = ws
             .send_message(&conversation, &format!("h-{run}-{i}"), "hi")

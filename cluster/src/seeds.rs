@@ -59,12 +59,34 @@ impl Seed {
     }
 
     /// The addresses the seed stands for now (DNS for a name).
+    ///
+    /// `getaddrinfo` blocks, up to the resolver's timeouts when a DNS
+    /// answer is lost. It runs on a thread of its own rather than tokio's
+    /// blocking pool: a runtime waits for its blocking pool when it shuts
+    /// down, so a lookup stuck in a timeout would hold up a leaving node's
+    /// exit by as long (seen: 19 s in the container test).
     pub async fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
         if let Some(addr) = self.as_addr() {
             return Ok(vec![addr]);
         }
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        Ok(tokio::net::lookup_host((host, self.port)).await?.collect())
+        let host = self
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = self.port;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("seed-lookup".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                let found = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.collect());
+                let _ = tx.send(found);
+            })?;
+        rx.await
+            .map_err(|_| io::Error::other("the lookup thread ended without an answer"))?
     }
 }
 

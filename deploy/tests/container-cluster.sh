@@ -116,6 +116,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Leftovers of an earlier run that was killed outright (no trap ran). This
+# store is the test's own, so whatever carries the label is a test's; runs
+# are not meant to overlap on one machine (they share the subnet).
+stale="$(podman ps --all --quiet --filter label=io.turbochat.test-run | wc -l)"
+if [ "$stale" != 0 ]; then
+  log "removing $stale containers left by an earlier run"
+  podman ps --all --quiet --filter label=io.turbochat.test-run | xargs -r podman rm --force --time 0 >/dev/null
+fi
+podman network ls --quiet --filter label=io.turbochat.test-run | xargs -r podman network rm --force >/dev/null
+podman images --quiet --filter 'reference=localhost/turbochat-test*' | xargs -r podman rmi --force >/dev/null
+
 log "run $RUN_ID: building the turbochat image"
 t=$(date +%s)
 "$repo/deploy/image/build.sh" --tag "$IMAGE"
