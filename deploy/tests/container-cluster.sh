@@ -57,25 +57,45 @@ POSTGRES_IMAGE="localhost/turbochat-test-postgres:$RUN_ID"
 REDIS_IMAGE="localhost/turbochat-test-redis:$RUN_ID"
 LABEL="io.turbochat.test-run=$RUN_ID"
 
+# Leftovers of an earlier run that was killed outright (no trap ran). This
+# store is the test's own, so whatever carries the label is a test's; runs
+# are not meant to overlap on one machine (they share the subnet).
+stale="$(podman ps --all --quiet --filter label=io.turbochat.test-run | wc -l)"
+if [ "$stale" != 0 ]; then
+  log "removing $stale containers left by an earlier run"
+  podman ps --all --quiet --filter label=io.turbochat.test-run | xargs -r podman rm --force --time 0 >/dev/null
+fi
+podman network ls --quiet --filter label=io.turbochat.test-run | xargs -r podman network rm --force >/dev/null
+podman images --quiet --filter 'reference=localhost/turbochat-test*' | xargs -r podman rmi --force >/dev/null
+find /var/tmp -maxdepth 1 \( -name 'turbochat-container-test.*' -o -name 'turbochat-image.*' \) \
+  ! -path "$WORK" -exec rm -rf {} +
+
 # What the run may change on the host: netavark's packet filter chains and
 # ip_forward.
 forward_before="$(sysctl -n net.ipv4.ip_forward)"
-filter_before="$( (iptables-save; ip6tables-save) 2>/dev/null | grep -c NETAVARK || true)"
 
-# Removes netavark's chains when the run created them and no other network
-# uses them: only netavark's generic skeleton (and empty per-network chains)
-# is left once the run's own network is gone.
-restore_packet_filter() {
-  [ "$filter_before" = 0 ] || return 0
-  local cmd table line chain
+# Whether a podman network (anyone's) has rules in netavark's chains; what
+# is left when none has is netavark's generic skeleton, which does nothing
+# and which netavark makes again when it needs it.
+netavark_in_use() {
+  local cmd
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
     if "$cmd-save" 2>/dev/null | grep -E '^-A NETAVARK' |
       grep -Evq '^-A NETAVARK-HOSTPORT-(MASQ|SETMARK) '; then
-      log "another podman network uses the packet filter; leaving netavark's chains"
       return 0
     fi
   done
+  return 1
+}
+
+# Removes netavark's chains, unless a network uses them.
+remove_netavark_chains() {
+  if netavark_in_use; then
+    log "another podman network uses the packet filter; leaving netavark's chains"
+    return 0
+  fi
+  local cmd table line chain
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
     for table in filter nat; do
@@ -88,6 +108,16 @@ restore_packet_filter() {
     done
   done
 }
+
+# Someone else's network up now: leave the packet filter alone at the end.
+# Otherwise start from no netavark chains (a killed run may have left its
+# skeleton) and remove the ones this run makes.
+if netavark_in_use; then
+  filter_ours=
+else
+  remove_netavark_chains
+  filter_ours=1
+fi
 
 cleanup() {
   local status=$?
@@ -102,7 +132,7 @@ cleanup() {
   podman rmi --force "$IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE" >/dev/null 2>&1 || true
   # Build leftovers (dangling layers of this run's image build).
   podman image prune --force >/dev/null 2>&1 || true
-  restore_packet_filter
+  [ -z "$filter_ours" ] || remove_netavark_chains
   if [ "$(sysctl -n net.ipv4.ip_forward)" != "$forward_before" ]; then
     sysctl -q -w "net.ipv4.ip_forward=$forward_before"
   fi
@@ -115,17 +145,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Leftovers of an earlier run that was killed outright (no trap ran). This
-# store is the test's own, so whatever carries the label is a test's; runs
-# are not meant to overlap on one machine (they share the subnet).
-stale="$(podman ps --all --quiet --filter label=io.turbochat.test-run | wc -l)"
-if [ "$stale" != 0 ]; then
-  log "removing $stale containers left by an earlier run"
-  podman ps --all --quiet --filter label=io.turbochat.test-run | xargs -r podman rm --force --time 0 >/dev/null
-fi
-podman network ls --quiet --filter label=io.turbochat.test-run | xargs -r podman network rm --force >/dev/null
-podman images --quiet --filter 'reference=localhost/turbochat-test*' | xargs -r podman rmi --force >/dev/null
 
 log "run $RUN_ID: building the turbochat image"
 t=$(date +%s)
