@@ -68,7 +68,7 @@ fi
 podman network ls --quiet --filter label=io.turbochat.test-run | xargs -r podman network rm --force >/dev/null
 podman images --quiet --filter 'reference=localhost/turbochat-test*' | xargs -r podman rmi --force >/dev/null
 find /var/tmp -maxdepth 1 \( -name 'turbochat-container-test.*' -o -name 'turbochat-image.*' \) \
-  ! -path "$WORK" -exec rm -rf {} +
+  -mmin +60 ! -path "$WORK" -exec rm -rf {} +
 
 # What the run may change on the host: netavark's packet filter chains and
 # ip_forward.
