@@ -119,7 +119,7 @@ async fn a_node_added_then_one_removed_gracefully() {
     cluster.add_node();
     let joined = ring_becomes(&cluster, 4, Duration::from_secs(20)).await;
     traffic.wait_for_acks(100, Duration::from_secs(20)).await;
-    let shares: serde_json::Value = reqwest::get(format!("{}/cluster", cluster.router_url(0)))
+    let shares: serde_json::Value = reqwest::get(format!("{}/cluster", cluster.router_ops_url(0)))
         .await
         .unwrap()
         .json()
