@@ -9,12 +9,16 @@
 //! - [`client`]: a WebSocket client and the HTTP API.
 //! - [`fake_fcm`]: a fake FCM HTTP v1 server with fault injection.
 //! - [`tokens`]: dev JWTs, good and deliberately bad.
+//! - [`podman`], [`containers`]: the same cluster as containers (the image
+//!   of `deploy/image`), for the container cluster test.
 
 pub mod bins;
 pub mod client;
 pub mod cluster;
+pub mod containers;
 pub mod fake_fcm;
 pub mod gossip_net;
+pub mod podman;
 pub mod process;
 pub mod proxy;
 pub mod store;

@@ -51,6 +51,8 @@ struct Record {
     received: HashMap<String, Vec<u64>>,
     /// Ack times (for the longest pause).
     ack_times: Vec<Instant>,
+    /// Ack times per conversation (for the longest pause one conversation saw).
+    ack_times_by_conversation: HashMap<String, Vec<Instant>>,
 }
 
 /// Running traffic.
@@ -142,6 +144,26 @@ impl Traffic {
     /// Acks so far.
     pub fn acked(&self) -> usize {
         self.record.lock().unwrap().ack_times.len()
+    }
+
+    /// The longest time with no ack at all from `since` until now (the
+    /// outage all clients saw at once during one step of a scenario).
+    pub fn longest_ack_pause_since(&self, since: Instant) -> Duration {
+        let r = self.record.lock().unwrap();
+        longest_gap(&r.ack_times, since, Instant::now())
+    }
+
+    /// The longest time one conversation went without an ack from `since`
+    /// until now (its sender kept sending: the outage of the conversations
+    /// a failed or moving owner held).
+    pub fn longest_conversation_pause_since(&self, since: Instant) -> Duration {
+        let now = Instant::now();
+        let r = self.record.lock().unwrap();
+        r.ack_times_by_conversation
+            .values()
+            .map(|times| longest_gap(times, since, now))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Waits until `n` more acks arrived (traffic flows), or panics.
@@ -286,6 +308,20 @@ impl Traffic {
     }
 }
 
+/// The longest gap between consecutive `times` within `[since, now]`,
+/// counting from `since` to the first and from the last to `now`.
+fn longest_gap(times: &[Instant], since: Instant, now: Instant) -> Duration {
+    let mut times: Vec<Instant> = times.iter().copied().filter(|t| *t >= since).collect();
+    times.sort();
+    let mut last = since;
+    let mut longest = Duration::ZERO;
+    for t in times.into_iter().chain(std::iter::once(now)) {
+        longest = longest.max(t.saturating_duration_since(last));
+        last = t;
+    }
+    longest
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -359,7 +395,9 @@ async fn send(
                             let mut r = record.lock().unwrap();
                             r.acked.entry(conversation.clone()).or_default()
                                 .insert(id.to_string(), frame["seq"].as_u64().unwrap_or(0));
-                            r.ack_times.push(Instant::now());
+                            let now = Instant::now();
+                            r.ack_times.push(now);
+                            r.ack_times_by_conversation.entry(conversation.clone()).or_default().push(now);
                         }
                         Some("error") => {
                             // Retryable: try again on a later tick.

@@ -9,9 +9,11 @@ pub mod bus;
 pub mod membership;
 pub mod report;
 pub mod ring;
+pub mod seeds;
 
 pub use bus::BusConfig;
 pub use membership::{
     feed_ring, ClusterSection, ClusterView, GossipConfig, Member, MemberState, Membership, Role,
 };
 pub use ring::{NodeInfo, Ring, RingView};
+pub use seeds::Seed;

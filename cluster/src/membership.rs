@@ -8,9 +8,11 @@
 //!
 //! The [`Membership`] task owns foca, the socket and the timers, and
 //! publishes a [`ClusterView`] (every member believed alive) on a `watch`
-//! channel whenever it changes. Seeds are known as down placeholders, and
-//! foca periodically announces to down members, so a node that was cut off
-//! (partition, SIGSTOP) finds its way back once the network heals.
+//! channel whenever it changes. Seeds given as addresses are known as down
+//! placeholders, and foca periodically announces to down members, so a node
+//! that was cut off (partition, SIGSTOP) finds its way back once the network
+//! heals. Seeds given as names are resolved again at every join attempt
+//! (see [`crate::seeds`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use crate::ring::{NodeInfo, Ring};
+use crate::seeds::{Resolver, Seed, Seeder};
 
 /// What a member does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,9 +130,16 @@ pub struct GossipConfig {
     /// one (NAT, a proxy in tests). Default: the bound address.
     #[serde(default)]
     pub gossip_advertise: Option<SocketAddr>,
-    /// Gossip addresses of members to join through.
+    /// Members to join through: gossip addresses (`10.0.0.7:7200`) or
+    /// `host:port` names (a headless Service), resolved again at every
+    /// join attempt.
     #[serde(default)]
-    pub seeds: Vec<SocketAddr>,
+    pub seeds: Vec<Seed>,
+    /// How often the seeds are resolved and announced to again once this
+    /// member knows others (while alone: every 500 ms). It finds members the
+    /// name gained meanwhile and merges groups that formed apart.
+    #[serde(default = "default_seed_refresh", with = "humantime_serde")]
+    pub seed_refresh: Duration,
     /// How often a random member is probed.
     #[serde(default = "default_probe_period", with = "humantime_serde")]
     pub probe_period: Duration,
@@ -150,6 +160,7 @@ impl Default for GossipConfig {
             gossip_listen: default_listen(),
             gossip_advertise: None,
             seeds: Vec::new(),
+            seed_refresh: default_seed_refresh(),
             probe_period: default_probe_period(),
             probe_rtt: default_probe_rtt(),
             suspect_to_down: default_suspect(),
@@ -160,6 +171,9 @@ impl Default for GossipConfig {
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:7200".parse().expect("static address")
+}
+fn default_seed_refresh() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_probe_period() -> Duration {
     Duration::from_millis(500)
@@ -313,11 +327,22 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Binds the gossip socket, joins through the seeds, and starts the task.
-    /// `me.gossip` is replaced by the bound address.
+    /// Binds the gossip socket, joins through the seeds (names resolved by
+    /// the system resolver), and starts the task. `me.gossip` is replaced
+    /// by the bound address.
     pub async fn start(
+        me: Member,
+        config: GossipConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MembershipError> {
+        Self::start_with_resolver(me, config, crate::seeds::dns(), shutdown).await
+    }
+
+    /// [`Membership::start`] with another way to resolve seed names.
+    pub async fn start_with_resolver(
         mut me: Member,
         config: GossipConfig,
+        resolver: Resolver,
         shutdown: CancellationToken,
     ) -> Result<Self, MembershipError> {
         let socket = UdpSocket::bind(config.gossip_listen)
@@ -344,12 +369,22 @@ impl Membership {
             members,
         });
         let (requests, requests_rx) = mpsc::channel(16);
-        let seeds: Vec<SocketAddr> = config
+        let (found_tx, found) = mpsc::channel(4);
+        let placeholders: Vec<SocketAddr> = config
             .seeds
             .iter()
-            .copied()
-            .filter(|s| *s != bound)
+            .filter_map(Seed::as_addr)
+            .filter(|s| *s != bound && *s != me.gossip)
             .collect();
+        let seeder = Seeder {
+            seeds: config.seeds.clone(),
+            resolver,
+            join_retry: crate::seeds::JOIN_RETRY,
+            refresh: config.seed_refresh,
+            view: view.clone(),
+            found: found_tx,
+        };
+        tokio::spawn(seeder.run(shutdown.clone()));
         let task = Task {
             foca: Foca::new(
                 me,
@@ -363,8 +398,9 @@ impl Membership {
             view: view_tx,
             max_packet: config.foca().max_packet_size.get(),
             times_declared_down: 0,
+            bound,
         };
-        tokio::spawn(task.run(seeds, requests_rx, shutdown));
+        tokio::spawn(task.run(placeholders, found, requests_rx, shutdown));
         Ok(Membership {
             view,
             requests,
@@ -424,37 +460,30 @@ struct Task {
     view: watch::Sender<ClusterView>,
     max_packet: usize,
     times_declared_down: u64,
+    /// The socket's own address (seeds may resolve to ourselves).
+    bound: SocketAddr,
 }
 
 impl Task {
     async fn run(
         mut self,
-        seeds: Vec<SocketAddr>,
+        placeholders: Vec<SocketAddr>,
+        mut found: mpsc::Receiver<Vec<SocketAddr>>,
         mut requests: mpsc::Receiver<Request>,
         shutdown: CancellationToken,
     ) {
-        let placeholders = seeds
+        let down = placeholders
             .iter()
             .map(|s| foca::Member::down(Member::placeholder(*s)));
-        if let Err(err) = self.foca.apply_many(placeholders, false, &mut self.runtime) {
+        if let Err(err) = self.foca.apply_many(down, false, &mut self.runtime) {
             tracing::warn!(?err, "cannot add seeds");
-        }
-        for seed in &seeds {
-            let _ = self
-                .foca
-                .announce(Member::placeholder(*seed), &mut self.runtime);
         }
         self.flush().await;
         let mut buf = vec![0u8; self.max_packet.max(1500)];
-        // Until someone answers (a seed may start after us), keep announcing.
-        let mut lonely = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = lonely.tick(), if !seeds.is_empty() && self.foca.num_members() == 0 => {
-                    for seed in &seeds {
-                        let _ = self.foca.announce(Member::placeholder(*seed), &mut self.runtime);
-                    }
-                }
+                // The seeds as they resolve now (the first time at once).
+                Some(addrs) = found.recv() => self.announce_to(&addrs),
                 received = self.socket.recv_from(&mut buf) => {
                     if let Ok((len, _from)) = received {
                         if let Err(err) = self.foca.handle_data(&buf[..len], &mut self.runtime) {
@@ -491,6 +520,24 @@ impl Task {
                 }
             }
             self.flush().await;
+        }
+    }
+
+    /// Announces ourselves to every seed address that is not a member
+    /// already (nor ourselves): the first contact of a join, or of two
+    /// groups that formed apart.
+    fn announce_to(&mut self, addrs: &[SocketAddr]) {
+        let me = self.foca.identity().gossip;
+        let known: std::collections::HashSet<SocketAddr> =
+            self.foca.iter_members().map(|m| m.id().gossip).collect();
+        for addr in addrs {
+            let reachable = addr.is_ipv4() == self.bound.is_ipv4();
+            if *addr == me || *addr == self.bound || !reachable || known.contains(addr) {
+                continue;
+            }
+            let _ = self
+                .foca
+                .announce(Member::placeholder(*addr), &mut self.runtime);
         }
     }
 

@@ -22,7 +22,8 @@ fn config(seeds: Vec<std::net::SocketAddr>) -> GossipConfig {
     GossipConfig {
         gossip_listen: "127.0.0.1:0".parse().unwrap(),
         gossip_advertise: None,
-        seeds,
+        seeds: seeds.into_iter().map(Into::into).collect(),
+        seed_refresh: Duration::from_secs(10),
         probe_period: Duration::from_millis(200),
         probe_rtt: Duration::from_millis(80),
         suspect_to_down: Duration::from_millis(800),
