@@ -128,6 +128,17 @@ async fn a_node_added_then_one_removed_gracefully() {
     let code = cluster.nodes[0].terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "graceful leave exits cleanly");
     let left = ring_becomes(&cluster, 3, Duration::from_secs(20)).await;
+    // Readiness follows the ring: a node gone for good pulls no router out
+    // of its load balancer.
+    let http = reqwest::Client::new();
+    for i in 0..cluster.routers.len() {
+        let ops = cluster.router_ops_url(i);
+        harness::eventually("router ready again", Duration::from_secs(3), || async {
+            let ready = http.get(format!("{ops}/readyz")).send().await.ok()?;
+            ready.status().is_success().then_some(())
+        })
+        .await;
+    }
     traffic.wait_for_acks(100, Duration::from_secs(20)).await;
     let figures = traffic.finish(Duration::from_secs(60)).await;
     report(

@@ -155,6 +155,18 @@ impl Links {
                 }
             }
             self.move_subscriptions(&ring);
+            let departed: Vec<String> = self
+                .inner
+                .links
+                .iter()
+                .map(|link| link.key().clone())
+                .filter(|id| !ring.nodes().iter().any(|node| &node.id == id))
+                .collect();
+            if !departed.is_empty() {
+                self.inner
+                    .tasks
+                    .spawn(self.clone().drop_departed_later(departed));
+            }
         }
     }
 
@@ -199,6 +211,26 @@ impl Links {
             self.inner
                 .tasks
                 .spawn(self.clone().unsubscribe_later(leaving));
+        }
+    }
+
+    /// Closes the links to nodes that left the ring, once the old owners'
+    /// grace (see [`Links::unsubscribe_later`]) is over, unless they came
+    /// back meanwhile.
+    async fn drop_departed_later(self, departed: Vec<String>) {
+        tokio::select! {
+            _ = tokio::time::sleep(OLD_OWNER_GRACE) => {}
+            _ = self.inner.shutdown.cancelled() => return,
+        }
+        let ring = self.inner.ring.current();
+        for id in departed {
+            if ring.nodes().iter().any(|node| node.id == id) {
+                continue;
+            }
+            if let Some((_, link)) = self.inner.links.remove(&id) {
+                link.stop.cancel();
+                tracing::info!(node = %id, "node left the ring; link closed");
+            }
         }
     }
 
@@ -288,9 +320,20 @@ impl Links {
         self.inner.links.get(id).map(|l| l.clone())
     }
 
-    /// Whether every node's link is up.
+    /// Whether the link to every node on the current ring is up (the
+    /// router can reach every conversation's owner). Links to nodes that
+    /// left the ring do not count: after a scale-down the router is ready
+    /// again as soon as the ring has changed.
     pub fn all_up(&self) -> bool {
-        !self.inner.links.is_empty() && self.inner.links.iter().all(|l| l.is_up())
+        let ring = self.inner.ring.current();
+        let nodes = ring.nodes();
+        !nodes.is_empty()
+            && nodes.iter().all(|node| {
+                self.inner
+                    .links
+                    .get(&node.id)
+                    .is_some_and(|link| link.is_up())
+            })
     }
 
     /// Keeps one node's stream connected until shutdown.
