@@ -17,14 +17,24 @@ pub fn workspace_root() -> PathBuf {
 /// The directory holding `turbochat-node` and `turbochat-router`, built if
 /// needed. Panics with cargo's output if the build fails.
 pub fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+    bin_dir_cell().get_or_init(|| {
         if let Ok(dir) = std::env::var("TURBOCHAT_BIN_DIR") {
             return PathBuf::from(dir);
         }
         let release = cfg!(not(debug_assertions));
         build(release)
     })
+}
+
+/// Uses the binaries in `dir` (e.g. the launcher's own directory) instead of
+/// building any. Returns false if a directory was already chosen.
+pub fn use_bin_dir(dir: PathBuf) -> bool {
+    bin_dir_cell().set(dir).is_ok()
+}
+
+fn bin_dir_cell() -> &'static OnceLock<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    &DIR
 }
 
 /// Builds both binaries with the given profile and returns their directory.

@@ -94,6 +94,7 @@ impl Cluster {
         if let Some(prefix) = &self.options.redis_prefix {
             env.insert("TURBOCHAT_BUS__REDIS_URL".into(), redis_url());
             env.insert("TURBOCHAT_BUS__CHANNEL_PREFIX".into(), prefix.clone());
+            env.insert("TURBOCHAT_BUS__CLUSTER_ID".into(), "test".into());
         }
     }
 

@@ -246,6 +246,7 @@ impl ContainerCluster {
             "TURBOCHAT_BUS__REDIS_URL",
             format!("redis://{}:6379", self.redis_ip()),
         );
+        set("TURBOCHAT_BUS__CLUSTER_ID", "container-test".into());
         set("RUST_LOG", "info".into());
         env
     }

@@ -127,6 +127,11 @@ async fn a_node_added_then_one_removed_gracefully() {
         .unwrap();
     let code = cluster.nodes[0].terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0), "graceful leave exits cleanly");
+    let log = cluster.nodes[0].log();
+    assert!(
+        !log.contains("declared down"),
+        "a normal shutdown is no failure: {log}"
+    );
     let left = ring_becomes(&cluster, 3, Duration::from_secs(20)).await;
     // Readiness follows the ring: a node gone for good pulls no router out
     // of its load balancer.

@@ -399,6 +399,7 @@ impl Membership {
             max_packet: config.foca().max_packet_size.get(),
             times_declared_down: 0,
             bound,
+            leaving: false,
         };
         tokio::spawn(task.run(placeholders, found, requests_rx, shutdown));
         Ok(Membership {
@@ -462,6 +463,8 @@ struct Task {
     times_declared_down: u64,
     /// The socket's own address (seeds may resolve to ourselves).
     bound: SocketAddr,
+    /// We left on purpose: foca then reports us down, which is no news.
+    leaving: bool,
 }
 
 impl Task {
@@ -506,6 +509,7 @@ impl Task {
                         let _ = done.send(());
                     }
                     Some(Request::Leave(done)) => {
+                        self.leaving = true;
                         let _ = self.foca.leave_cluster(&mut self.runtime);
                         self.flush().await;
                         let _ = done.send(());
@@ -514,6 +518,7 @@ impl Task {
                     None => return,
                 },
                 _ = shutdown.cancelled() => {
+                    self.leaving = true;
                     let _ = self.foca.leave_cluster(&mut self.runtime);
                     self.flush().await;
                     return;
@@ -557,13 +562,20 @@ impl Task {
                     changed = true;
                 }
                 OwnedNotification::MemberDown(m) if !m.is_placeholder() => {
-                    tracing::warn!(member = %m.id, role = ?m.role, "member down");
-                    metrics::counter!("turbochat_members_down_total").increment(1);
+                    if m.state == MemberState::Leaving {
+                        tracing::info!(member = %m.id, role = ?m.role, "member left");
+                    } else {
+                        tracing::warn!(member = %m.id, role = ?m.role, "member down");
+                        metrics::counter!("turbochat_members_down_total").increment(1);
+                    }
                     changed = true;
                 }
                 OwnedNotification::Rename(old, new) => {
                     tracing::info!(member = %new.id, from = ?old.state, to = ?new.state, "member changed");
                     changed = true;
+                }
+                OwnedNotification::Defunct if self.leaving => {
+                    tracing::debug!("left the cluster");
                 }
                 OwnedNotification::Defunct => {
                     tracing::warn!("declared down by the cluster; rejoining");

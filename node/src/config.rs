@@ -200,6 +200,9 @@ impl Config {
 
     /// Checks values serde cannot: every bad value names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bus
+            .validate()
+            .map_err(|(key, reason)| ConfigError::key(key, reason))?;
         if self.node.id.trim().is_empty() || self.node.id.len() > 64 {
             return Err(ConfigError::key("node.id", "must be 1 to 64 characters"));
         }

@@ -55,6 +55,10 @@ pub enum AuthConfigError {
     Claims,
 }
 
+/// The HS256 secret of `configs/dev.toml`: public, so a router using it
+/// accepts tokens anyone can mint. It warns at start.
+pub const DEVELOPMENT_SECRET: &str = "dev-secret-change-me-0123456789abcdef";
+
 /// The claims turbochat reads. Others are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -297,6 +301,12 @@ mod tests {
             audience: "turbochat".into(),
             leeway_secs: 0,
         }
+    }
+
+    #[test]
+    fn the_development_secret_is_the_one_of_the_builtin_config() {
+        assert!(turbochat_service::config::BUILTIN
+            .contains(&format!("secret = \"{DEVELOPMENT_SECRET}\"")));
     }
 
     #[test]

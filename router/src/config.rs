@@ -216,6 +216,9 @@ impl Config {
 
     /// Checks values serde cannot; each error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bus
+            .validate()
+            .map_err(|(key, reason)| ConfigError::key(key, reason))?;
         if self.router.id.trim().is_empty() || self.router.id.len() > 64 {
             return Err(ConfigError::key("router.id", "must be 1 to 64 characters"));
         }

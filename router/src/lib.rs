@@ -116,9 +116,28 @@ pub async fn run(
     // Background tasks of this process: joined before it returns.
     let tasks = TaskTracker::new();
     let verifier = Verifier::from_config(&config.auth)?;
+    if config.auth.secret.as_deref() == Some(auth::DEVELOPMENT_SECRET) {
+        tracing::warn!(
+            "auth.secret is the public development secret of configs/dev.toml: anyone can \
+             mint tokens this router accepts; never use it beyond a development machine"
+        );
+    }
     let media = media::Media::open(config.media.clone())?;
     let vnodes = config.router.vnodes;
-    let ring = RingView::new(Ring::new(config.router.nodes.clone(), vnodes));
+    // With gossip the ring comes from the cluster alone: a static node list
+    // (the shared config file's, for static routing) is not used.
+    let static_nodes = if config.cluster.enabled {
+        if !config.router.nodes.is_empty() {
+            tracing::warn!(
+                nodes = config.router.nodes.len(),
+                "cluster.enabled: router.nodes is ignored (gossip finds the nodes)"
+            );
+        }
+        Vec::new()
+    } else {
+        config.router.nodes.clone()
+    };
+    let ring = RingView::new(Ring::new(static_nodes, vnodes));
     let sessions = Arc::new(Sessions::default());
     let links = Links::start(
         config.router.id.clone(),

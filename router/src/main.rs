@@ -44,6 +44,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.config.is_none() {
+        tracing::warn!(
+            "no --config and no TURBOCHAT_CONFIG: running on the built-in development \
+             configuration (configs/dev.toml: SQLite under data/, the public HS256 dev secret)"
+        );
+    }
     let runtime = match turbochat_service::runtime("router") {
         Ok(rt) => rt,
         Err(err) => {

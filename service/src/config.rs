@@ -69,15 +69,31 @@ fn describe(err: figment::Error) -> String {
     format!("{key}: {what}{from}")
 }
 
-/// Loads `T` from the file at `path` (if given) and the environment.
-/// Variables win over the file; struct defaults fill the rest.
+/// The built-in configuration: `configs/dev.toml`, the embedded default
+/// (SQLite under `data/`, HS256 with the public development secret). A
+/// binary started with no `--config` and no `TURBOCHAT_CONFIG` runs on it,
+/// with `TURBOCHAT_*` variables over it.
+pub const BUILTIN: &str = include_str!("../../configs/dev.toml");
+
+/// Loads `T` from the file at `path` (or, with none, from [`BUILTIN`]) and
+/// the environment. Variables win over the file; struct defaults fill the
+/// rest.
 pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, ConfigError> {
+    load_or(path, BUILTIN)
+}
+
+/// [`load`] with another built-in configuration (TOML text) for when no
+/// file is given.
+pub fn load_or<T: DeserializeOwned>(path: Option<&Path>, builtin: &str) -> Result<T, ConfigError> {
     let mut figment = Figment::new();
-    if let Some(path) = path {
-        if !path.exists() {
-            return Err(ConfigError::FileNotFound(path.display().to_string()));
+    match path {
+        Some(path) => {
+            if !path.exists() {
+                return Err(ConfigError::FileNotFound(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Toml::file(path));
+        None => figment = figment.merge(Toml::string(builtin)),
     }
     figment = figment.merge(
         Env::prefixed("TURBOCHAT_")
@@ -159,7 +175,7 @@ mod tests {
         });
         figment::Jail::expect_with(|jail| {
             jail.set_env("TURBOCHAT_INNER__NAEM", "x");
-            let err = load::<Conf>(None).unwrap_err().to_string();
+            let err = load_or::<Conf>(None, "").unwrap_err().to_string();
             assert!(err.contains("inner.naem: unknown key"), "{err}");
             assert!(
                 err.contains("TURBOCHAT_INNER__NAEM"),
@@ -176,8 +192,26 @@ mod tests {
             jail.set_env("TURBOCHAT_CONFIG", "/etc/turbochat.toml");
             jail.set_env("TURBOCHAT_LOG_FORMAT", "json");
             jail.set_env("TURBOCHAT_INNER__PORT", "7");
-            let conf: Conf = load(None).map_err(|e| e.to_string())?;
+            let conf: Conf = load_or(None, "").map_err(|e| e.to_string())?;
             assert_eq!(conf.inner.port, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn with_no_file_the_builtin_development_config_applies() {
+        #[derive(Debug, Deserialize)]
+        struct Node {
+            node: NodeId,
+        }
+        #[derive(Debug, Deserialize)]
+        struct NodeId {
+            id: String,
+        }
+        figment::Jail::expect_with(|_| {
+            let node: Node = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(node.node.id, "node-1");
             Ok(())
         });
     }

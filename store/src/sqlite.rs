@@ -42,7 +42,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens the database named by `url` (`sqlite:path/to/file.db`,
-    /// `sqlite://path`, `sqlite::memory:`), creating the file if missing,
+    /// `sqlite://path`, `sqlite::memory:`), creating the file (and its directory) if missing,
     /// with a pool of at most `max_connections` (at least 1). An in-memory
     /// database is shared by the pool's connections and lives as long as the
     /// store. Every
@@ -51,7 +51,20 @@ impl SqliteStore {
     /// Does not migrate: call [`crate::Store::migrate`] (or use
     /// [`crate::open`], which does).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        // A fresh machine has no `data/` yet: the embedded default must
+        // just run.
+        let file = options.get_filename().to_path_buf();
+        if !url.contains(":memory:") && !url.contains("mode=memory") {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", dir.display()).into(),
+                    ))
+                })?;
+            }
+        }
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)

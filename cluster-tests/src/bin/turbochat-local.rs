@@ -176,9 +176,23 @@ async fn main() -> anyhow::Result<()> {
         .store_url
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", args.data_dir.join("turbochat.db").display()));
-    tracing::info!("building turbochat-node and turbochat-router");
-    let dir = tokio::task::spawn_blocking(|| harness::bins::bin_dir().to_path_buf()).await?;
-    tracing::info!(binaries = %dir.display(), "built");
+    // The binaries beside this one: the launcher never runs cargo.
+    let dir = std::env::current_exe()
+        .context("finding turbochat-local's own path")?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("turbochat-local has no directory")?;
+    for name in ["turbochat-node", "turbochat-router"] {
+        if !dir.join(name).is_file() {
+            bail!(
+                "{name} is not beside turbochat-local in {}; build it first: \
+                 cargo build --release --bin turbochat-node --bin turbochat-router",
+                dir.display()
+            );
+        }
+    }
+    harness::bins::use_bin_dir(dir.clone());
+    tracing::info!(binaries = %dir.display(), "using the binaries beside turbochat-local");
 
     let mut local = Local {
         store_url,
