@@ -90,6 +90,17 @@ fn store_status(err: StoreError) -> Status {
     Refusal::from(err).into()
 }
 
+/// A span for one unary call, child of the router's span named in the
+/// call's metadata (disabled when tracing is off).
+fn rpc_span<T>(method: &'static str, request: &Request<T>) -> tracing::Span {
+    if !turbochat_service::telemetry::traces_on() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("rpc", method);
+    turbochat_service::telemetry::extract_metadata(&span, request.metadata());
+    span
+}
+
 fn parse_conversation(id: &str) -> Result<ConversationId, Refusal> {
     Uuid::parse_str(id).map_err(|_| Refusal::invalid("conversation_id is not a UUID"))
 }
@@ -148,32 +159,39 @@ impl Link for LinkService {
         &self,
         request: Request<HistoryRequest>,
     ) -> Result<Response<JsonReply>, Status> {
+        let span = rpc_span("history", &request);
         let req = request.into_inner();
-        let id = parse_conversation(&req.conversation_id)?;
-        let state = self.participant_view(id, &req.user_id).await?;
-        let limit = match req.limit {
-            0 => 50,
-            n if n <= MAX_HISTORY_PAGE => n,
-            _ => {
-                return Err(
-                    Refusal::invalid(format!("limit must be 1 to {MAX_HISTORY_PAGE}")).into(),
-                )
-            }
-        };
-        let messages = self
-            .store
-            .history(id, req.before_seq, limit)
-            .await
-            .map_err(store_status)?;
-        let next_before_seq = match messages.last() {
-            Some(oldest) if messages.len() == limit as usize && oldest.seq > 1 => Some(oldest.seq),
-            _ => None,
-        };
-        drop(state);
-        json_reply(&HistoryPage {
-            messages,
-            next_before_seq,
-        })
+        async move {
+            let id = parse_conversation(&req.conversation_id)?;
+            let state = self.participant_view(id, &req.user_id).await?;
+            let limit = match req.limit {
+                0 => 50,
+                n if n <= MAX_HISTORY_PAGE => n,
+                _ => {
+                    return Err(
+                        Refusal::invalid(format!("limit must be 1 to {MAX_HISTORY_PAGE}")).into(),
+                    )
+                }
+            };
+            let messages = self
+                .store
+                .history(id, req.before_seq, limit)
+                .await
+                .map_err(store_status)?;
+            let next_before_seq = match messages.last() {
+                Some(oldest) if messages.len() == limit as usize && oldest.seq > 1 => {
+                    Some(oldest.seq)
+                }
+                _ => None,
+            };
+            drop(state);
+            json_reply(&HistoryPage {
+                messages,
+                next_before_seq,
+            })
+        }
+        .instrument(span)
+        .await
     }
 
     async fn check_participant(
@@ -252,22 +270,28 @@ impl Link for LinkService {
         &self,
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<JsonReply>, Status> {
+        let span = rpc_span("list_conversations", &request);
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 100,
-            n if n <= MAX_CONVERSATION_PAGE => n,
-            _ => {
-                return Err(
-                    Refusal::invalid(format!("limit must be 1 to {MAX_CONVERSATION_PAGE}")).into(),
-                )
-            }
-        };
-        let conversations = self
-            .store
-            .list_conversations(&req.user_id, limit)
-            .await
-            .map_err(store_status)?;
-        json_reply(&ConversationList { conversations })
+        async move {
+            let limit = match req.limit {
+                0 => 100,
+                n if n <= MAX_CONVERSATION_PAGE => n,
+                _ => {
+                    return Err(Refusal::invalid(format!(
+                        "limit must be 1 to {MAX_CONVERSATION_PAGE}"
+                    ))
+                    .into())
+                }
+            };
+            let conversations = self
+                .store
+                .list_conversations(&req.user_id, limit)
+                .await
+                .map_err(store_status)?;
+            json_reply(&ConversationList { conversations })
+        }
+        .instrument(span)
+        .await
     }
 
     async fn user_events(
@@ -283,39 +307,44 @@ impl Link for LinkService {
         &self,
         request: Request<CreateConversationRequest>,
     ) -> Result<Response<JsonReply>, Status> {
+        let span = rpc_span("create_conversation", &request);
         let req = request.into_inner();
-        let new = validate_create(req)?;
-        let state = self
-            .store
-            .create_conversation(&new)
-            .await
-            .map_err(store_status)?;
-        let creator = &new.participants[0];
-        let view = view_for(&state, creator).ok_or_else(Refusal::no_conversation)?;
-        if state.created_at == new.created_at {
-            // Newly created: tell every participant's live sessions.
-            let events = state
-                .participants
-                .iter()
-                .filter_map(|p| {
-                    let view = view_for(&state, &p.user_id)?;
-                    let frame =
-                        turbochat_protocol::ServerFrame::Conversation { conversation: view };
-                    Some((p.user_id.clone(), Bytes::from(frame.to_json())))
-                })
-                .collect();
-            self.events.publish(events);
+        async move {
+            let new = validate_create(req)?;
+            let state = self
+                .store
+                .create_conversation(&new)
+                .await
+                .map_err(store_status)?;
+            let creator = &new.participants[0];
+            let view = view_for(&state, creator).ok_or_else(Refusal::no_conversation)?;
+            if state.created_at == new.created_at {
+                // Newly created: tell every participant's live sessions.
+                let events = state
+                    .participants
+                    .iter()
+                    .filter_map(|p| {
+                        let view = view_for(&state, &p.user_id)?;
+                        let frame =
+                            turbochat_protocol::ServerFrame::Conversation { conversation: view };
+                        Some((p.user_id.clone(), Bytes::from(frame.to_json())))
+                    })
+                    .collect();
+                self.events.publish(events);
+            }
+            // A running owner caches participants; make it re-read them.
+            if let Err(err) = self
+                .owners
+                .dispatch(state.conversation_id, Command::Refresh)
+            {
+                tracing::debug!(%err, "owner refresh not delivered");
+            }
+            tracing::info!(conversation_id = %state.conversation_id, kind = state.kind.as_str(),
+                participants = state.participants.len(), "conversation created or found");
+            json_reply(&view)
         }
-        // A running owner caches participants; make it re-read them.
-        if let Err(err) = self
-            .owners
-            .dispatch(state.conversation_id, Command::Refresh)
-        {
-            tracing::debug!(%err, "owner refresh not delivered");
-        }
-        tracing::info!(conversation_id = %state.conversation_id, kind = state.kind.as_str(),
-            participants = state.participants.len(), "conversation created or found");
-        json_reply(&view)
+        .instrument(span)
+        .await
     }
 }
 
@@ -619,6 +648,14 @@ impl AttachReader {
                     return;
                 };
                 let client_msg_id = send.client_msg_id.clone();
+                let span = if turbochat_service::telemetry::traces_on() {
+                    let span = tracing::info_span!("send", conversation_id = %id,
+                        client_msg_id = %send.client_msg_id, router = %self.link.router_id());
+                    turbochat_service::telemetry::extract(&span, &send.traceparent);
+                    span
+                } else {
+                    tracing::Span::none()
+                };
                 self.dispatch(
                     id,
                     send.session_id,
@@ -632,6 +669,8 @@ impl AttachReader {
                         body: send.body,
                         media_key: send.media_key,
                         received_at: Instant::now(),
+                        traceparent: send.traceparent,
+                        span,
                     }),
                 );
             }

@@ -16,7 +16,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    turbochat_service::telemetry::init_tracing();
+    let telemetry = turbochat_service::telemetry::init_tracing("turbochat-node");
     let config = match turbochat_node::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -46,6 +46,9 @@ fn main() -> ExitCode {
         .await?;
         Ok(())
     });
+    // The exporter's blocking client must not run inside the runtime.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

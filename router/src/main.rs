@@ -33,7 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    turbochat_service::telemetry::init_tracing();
+    let telemetry = turbochat_service::telemetry::init_tracing("turbochat-router");
     if let Some(Command::MintToken { sub, ttl }) = &args.command {
         return mint(args.config.as_deref(), sub, *ttl);
     }
@@ -66,6 +66,9 @@ fn main() -> ExitCode {
         .await?;
         Ok(())
     });
+    // The exporter's blocking client must not run inside the runtime.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

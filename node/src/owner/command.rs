@@ -93,4 +93,10 @@ pub struct SendCommand {
     pub media_key: Option<String>,
     /// When the node received it (for the send→ack histogram).
     pub received_at: Instant,
+    /// The router's trace context (empty when tracing is off); kept for a
+    /// redirect to another owner.
+    pub traceparent: String,
+    /// This send's span on the node, from receipt to its answer (disabled
+    /// when tracing is off): the router's span is its parent.
+    pub span: tracing::Span,
 }

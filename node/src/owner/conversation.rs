@@ -166,6 +166,7 @@ fn redirect_send(conversation: ConversationId, send: SendCommand) {
                     kind: send.kind.as_str().to_string(),
                     body: send.body,
                     media_key: send.media_key,
+                    traceparent: send.traceparent,
                 })),
             }),
         })),

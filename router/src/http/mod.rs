@@ -105,6 +105,14 @@ pub(crate) fn home_client(app: &App, user: &str) -> Result<LinkClient<Channel>, 
         .ok_or_else(ApiError::unavailable)
 }
 
+/// A call to a node carrying the current span's trace context (none when
+/// tracing is off), so the node's span joins the request's trace.
+pub(crate) fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    turbochat_service::telemetry::inject_metadata(request.metadata_mut());
+    request
+}
+
 fn json(bytes: bytes::Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
@@ -128,12 +136,12 @@ pub async fn history(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(query.limit, 50)?;
     let reply = owner_client(&app, &query.conversation_id)?
-        .history(HistoryRequest {
+        .history(traced(HistoryRequest {
             user_id: claims.sub,
             conversation_id: query.conversation_id.to_string(),
             before_seq: query.before_seq,
             limit,
-        })
+        }))
         .await?;
     Ok(json(reply.into_inner().json))
 }
@@ -154,10 +162,10 @@ pub async fn list_conversations(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(query.limit, 100)?;
     let reply = home_client(&app, &claims.sub)?
-        .list_conversations(ListConversationsRequest {
+        .list_conversations(traced(ListConversationsRequest {
             user_id: claims.sub,
             limit,
-        })
+        }))
         .await?;
     Ok(json(reply.into_inner().json))
 }
@@ -219,7 +227,7 @@ pub async fn create_conversation(
         }
     };
     let reply = owner_client(&app, &id)?
-        .create_conversation(request)
+        .create_conversation(traced(request))
         .await?;
     Ok(json(reply.into_inner().json))
 }

@@ -341,6 +341,14 @@ impl Reader {
         let Some(owner) = self.app.inner.links.owner(&conversation_id) else {
             return refuse(ErrorCode::Unavailable, "no node is available", None);
         };
+        // With traces on, this send's span is the root of its trace; the
+        // owner node joins it through `traceparent`.
+        let traceparent = if turbochat_service::telemetry::traces_on() {
+            let span = tracing::info_span!("send", %conversation_id, %client_msg_id, node = %owner.node.id);
+            span.in_scope(turbochat_service::telemetry::traceparent)
+        } else {
+            String::new()
+        };
         let frame = router_frame::Frame::Send(link::Send {
             session_id: self.session.id,
             user_id: self.user_id.clone(),
@@ -349,6 +357,7 @@ impl Reader {
             kind: kind.to_string(),
             body,
             media_key,
+            traceparent,
         });
         if owner.send(frame).is_err() {
             metrics::counter!("turbochat_sends_unavailable_total").increment(1);
