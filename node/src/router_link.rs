@@ -324,6 +324,8 @@ impl RouterLink {
         refusal: &Refusal,
         client_msg_id: Option<String>,
     ) -> Delivery {
+        metrics::counter!("turbochat_client_errors_total", "code" => refusal.code.as_str())
+            .increment(1);
         let frame = refusal.frame(Some(conversation_id), client_msg_id);
         self.to_session(session_id, conversation_id, 0, DeliverKind::Error, &frame)
     }

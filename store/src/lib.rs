@@ -385,6 +385,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs not finished yet (due or leased or waiting for a retry).
     async fn pending_push_jobs(&self) -> Result<u64, StoreError>;
+
+    /// Jobs by state at `now` (unix ms): `due`, `leased`, `waiting` (for a
+    /// retry), `sent`, `failed` (finished ones until purged). States with
+    /// no job are left out.
+    async fn push_jobs_by_state(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Opens the store named by `url` (`postgres://...` or `sqlite:...`), with a

@@ -396,6 +396,15 @@ const PURGE_PUSH_JOBS: &str = "DELETE FROM push_outbox WHERE id IN (\
          SELECT id FROM push_outbox \
          WHERE status IN ('sent', 'failed') AND next_attempt_at < $1 LIMIT $2)";
 
+/// Jobs by what is happening to them at `$1` (unix ms): `due`, `leased`
+/// (a worker holds it), `waiting` (for its retry), `sent`, `failed`.
+const COUNT_PUSH_JOBS_BY_STATE: &str = "SELECT CASE \
+         WHEN status <> 'pending' THEN status \
+         WHEN locked_until IS NOT NULL AND locked_until > $1 THEN 'leased' \
+         WHEN next_attempt_at > $1 THEN 'waiting' \
+         ELSE 'due' END AS state, COUNT(*) AS count \
+     FROM push_outbox GROUP BY 1";
+
 const COUNT_PENDING_PUSH_JOBS: &str =
     "SELECT COUNT(*) AS count FROM push_outbox WHERE status = 'pending'";
 
@@ -543,6 +552,12 @@ pub(crate) struct MediaUploadRow {
 }
 
 #[derive(FromRow)]
+pub(crate) struct StateCountRow {
+    state: String,
+    count: i64,
+}
+
+#[derive(FromRow)]
 pub(crate) struct UserRow {
     user_id: String,
 }
@@ -586,6 +601,7 @@ where
     for<'r> DeviceRow: FromRow<'r, DB::Row>,
     for<'r> MediaUploadRow: FromRow<'r, DB::Row>,
     for<'r> UserRow: FromRow<'r, DB::Row>,
+    for<'r> StateCountRow: FromRow<'r, DB::Row>,
     for<'r> ClaimedJobRow: FromRow<'r, DB::Row>,
     for<'r> CountRow: FromRow<'r, DB::Row>,
 {
@@ -1220,6 +1236,21 @@ where
     }
 
     /// See [`crate::Store::pending_push_jobs`].
+    /// See [`crate::Store::push_jobs_by_state`].
+    pub(crate) async fn push_jobs_by_state(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<StateCountRow> = sqlx::query_as(COUNT_PUSH_JOBS_BY_STATE)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.state, u64::try_from(row.count).unwrap_or(0)))
+            .collect())
+    }
+
     pub(crate) async fn pending_push_jobs(&self) -> Result<u64, StoreError> {
         let CountRow { count } = sqlx::query_as(COUNT_PENDING_PUSH_JOBS)
             .fetch_one(&self.pool)
@@ -1390,6 +1421,13 @@ macro_rules! impl_store_via_sql {
 
             async fn pending_push_jobs(&self) -> Result<u64, $crate::StoreError> {
                 self.sql.pending_push_jobs().await
+            }
+
+            async fn push_jobs_by_state(
+                &self,
+                now: i64,
+            ) -> Result<Vec<(String, u64)>, $crate::StoreError> {
+                self.sql.push_jobs_by_state(now).await
             }
         }
     };

@@ -261,6 +261,7 @@ store_suite!(
     media_uploads_are_recorded_per_conversation,
     data_the_store_cannot_hold_fails_only_its_batch,
     push_jobs_are_claimed_once_and_finished_with_the_claim,
+    push_jobs_are_counted_by_state,
     push_job_lease_expiry_lets_another_worker_take_it,
     push_job_reschedule_keeps_done_tokens,
     concurrent_claims_never_share_a_push_job,
@@ -976,6 +977,30 @@ async fn message_with_push_jobs(store: &dyn Store) -> (ConversationId, MessageVi
 
 const LEASE: Duration = Duration::from_millis(1_000);
 
+/// What the operator's "push outbox by state" panel shows.
+async fn push_jobs_are_counted_by_state(db: TestDb) {
+    let store = db.store.as_ref();
+    message_with_push_jobs(store).await;
+    let states = |now: i64| async move {
+        let mut states = store.push_jobs_by_state(now).await.unwrap();
+        states.sort();
+        states
+    };
+    let s = |state: &str, n: u64| (state.to_string(), n);
+    assert_eq!(
+        states(999).await,
+        [s("waiting", 2)],
+        "not due before commit"
+    );
+    assert_eq!(states(1_000).await, [s("due", 2)]);
+    let jobs = store.claim_push_jobs(1_000, 1, LEASE).await.unwrap();
+    assert_eq!(states(1_001).await, [s("due", 1), s("leased", 1)]);
+    assert!(store.complete_push_job(&jobs[0]).await.unwrap());
+    let jobs = store.claim_push_jobs(1_001, 1, LEASE).await.unwrap();
+    assert!(store.fail_push_job(&jobs[0], "gave up").await.unwrap());
+    assert_eq!(states(1_002).await, [s("failed", 1), s("sent", 1)]);
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1479,6 +1504,9 @@ impl Store for Recorder {
     }
     async fn pending_push_jobs(&self) -> Result<u64, StoreError> {
         self.inner.pending_push_jobs().await
+    }
+    async fn push_jobs_by_state(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.push_jobs_by_state(now).await
     }
 }
 

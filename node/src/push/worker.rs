@@ -133,9 +133,23 @@ async fn housekeeping(store: Arc<dyn Store>, retain: Duration, shutdown: Cancell
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match store.pending_push_jobs().await {
-            Ok(pending) => metrics::gauge!("turbochat_push_queued_jobs").set(pending as f64),
-            Err(err) => tracing::debug!(%err, "cannot count pending push jobs"),
+        match store.push_jobs_by_state(now_ms()).await {
+            Ok(states) => {
+                let pending: u64 = states
+                    .iter()
+                    .filter(|(state, _)| matches!(state.as_str(), "due" | "leased" | "waiting"))
+                    .map(|(_, count)| count)
+                    .sum();
+                metrics::gauge!("turbochat_push_queued_jobs").set(pending as f64);
+                for state in ["due", "leased", "waiting", "sent", "failed"] {
+                    let count = states
+                        .iter()
+                        .find(|(s, _)| s == state)
+                        .map_or(0, |(_, count)| *count);
+                    metrics::gauge!("turbochat_push_jobs", "state" => state).set(count as f64);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "cannot count push jobs"),
         }
         let before = now_ms().saturating_sub(retain.as_millis() as i64);
         loop {

@@ -161,6 +161,10 @@ impl Reader {
     }
 
     fn push(&self, frame: &ServerFrame) {
+        if let ServerFrame::Error { code, .. } = frame {
+            metrics::counter!("turbochat_client_errors_total", "code" => code.as_str())
+                .increment(1);
+        }
         self.session.push(Utf8Bytes::from(frame.to_json()));
     }
 
