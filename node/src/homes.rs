@@ -12,7 +12,7 @@ use turbochat_protocol::ids::UserId;
 use turbochat_protocol::link::DeliverKind;
 use uuid::Uuid;
 
-use crate::router_link::RouterLink;
+use crate::fanout::RouterLink;
 
 /// Sessions of one user on one router.
 #[derive(Debug)]

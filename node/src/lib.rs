@@ -7,13 +7,13 @@
 
 pub mod bus;
 pub mod config;
+pub mod fanout;
 pub mod homes;
 pub mod link;
 pub mod owner;
 pub mod ownership;
 pub mod push;
 pub mod refusal;
-pub mod router_link;
 pub mod user_events;
 
 use std::net::SocketAddr;
@@ -175,7 +175,7 @@ pub async fn run(
     if bus.is_some() {
         tracing::info!("fallback bus on (Redis)");
     }
-    let routers = crate::router_link::Routers::new(bus);
+    let routers = crate::fanout::Routers::new(bus);
     let events = crate::user_events::UserEvents::new(
         config.node.id.clone(),
         membership.as_ref().map(|_| ring.clone()),

@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use turbochat_protocol::ServerFrame;
 use turbochat_store::Store;
 
+use crate::fanout::RouterLink;
 use crate::homes::Homes;
-use crate::router_link::RouterLink;
 
 /// Most contacts told about one presence change.
 const MAX_PRESENCE_FAN_OUT: u32 = 1_000;

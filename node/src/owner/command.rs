@@ -6,7 +6,7 @@ use std::time::Instant;
 use turbochat_protocol::ids::{Seq, UserId};
 use turbochat_protocol::MessageKind;
 
-use crate::router_link::RouterLink;
+use crate::fanout::RouterLink;
 
 /// A command for one conversation's owner task.
 #[derive(Debug)]

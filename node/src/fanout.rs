@@ -1,5 +1,5 @@
-//! Routers as owners see them: a stable address per router process, and the
-//! registry that carries frames to it.
+//! Fan-out to routers: a stable address per router process, and the
+//! registry that carries owners' frames (deliveries, acks, errors) to it.
 //!
 //! A [`RouterLink`] names one router *process* (its id and the incarnation
 //! it announced in `hello`), not one gRPC stream: when the router's stream

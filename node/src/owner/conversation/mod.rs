@@ -1,0 +1,335 @@
+//! One conversation's owner task: the single writer of its seqs.
+//!
+//! The task accepts sends into a queue and keeps at most one batch of them
+//! at the store at a time. While a batch commits, new sends queue up and go
+//! out together in the next batch, so a busy conversation needs one commit
+//! per batch, not per message, and seqs stay gapless: a batch is numbered
+//! from the last committed seq, and nothing is numbered past an uncommitted
+//! batch. Acks and fan-out happen only after the commit (guarantee 2).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use turbochat_protocol::ids::{ConversationId, UserId};
+use turbochat_protocol::link::DeliverKind;
+use turbochat_store::{AppendError, Appended, StoreError};
+
+mod batch;
+mod reads;
+mod state;
+mod subscribers;
+mod typing;
+
+use self::batch::redirect_send;
+use self::reads::write_reads;
+use self::state::State;
+use super::{Command, Owners, SendCommand};
+use crate::refusal::Refusal;
+
+/// How long a replay waits for a router to drain before cutting its link.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(5);
+/// Messages read from the store per replay page.
+const REPLAY_PAGE: u32 = 500;
+/// Consecutive fencing reloads before the owner gives up on a batch.
+const MAX_RELOADS: u32 = 3;
+
+type BatchResult = (
+    Vec<SendCommand>,
+    Result<Result<Vec<Appended>, AppendError>, StoreError>,
+);
+type Inflight = Pin<Box<dyn Future<Output = BatchResult> + Send>>;
+
+/// The task for one conversation (see module docs).
+pub(super) struct Owner {
+    id: ConversationId,
+    owners: Owners,
+    queued_sends: Arc<AtomicUsize>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Owner {
+    pub(super) fn new(
+        id: ConversationId,
+        owners: Owners,
+        queued_sends: Arc<AtomicUsize>,
+        rx: mpsc::UnboundedReceiver<Command>,
+        tx: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        Owner {
+            id,
+            owners,
+            queued_sends,
+            rx,
+            tx,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let span = tracing::info_span!("owner", conversation_id = %self.id);
+        self.run_inner().instrument(span).await;
+        metrics::gauge!("turbochat_owners_active").decrement(1.0);
+    }
+
+    async fn run_inner(mut self) {
+        let loaded = match self.owners.store().load_conversation(self.id).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                self.refuse_all(&Refusal::no_conversation());
+                return;
+            }
+            Err(err) => {
+                self.refuse_all(&Refusal::from(err));
+                return;
+            }
+        };
+        let mut state = State::from_store(loaded);
+        tracing::debug!(last_seq = state.committed, "owner started");
+        let mut inflight: Option<Inflight> = None;
+        let shutdown = self.owners.shutdown().clone();
+        let idle_timeout = self.owners.config().idle_timeout;
+
+        loop {
+            if inflight.is_none() && !state.queued.is_empty() {
+                inflight = Some(self.start_batch(&mut state));
+            }
+            let idle = inflight.is_none() && state.idle();
+            let deadline = state.next_deadline();
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.on_timers(&mut state);
+                }
+                result = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                    inflight = None;
+                    self.finish_batch(&mut state, result).await;
+                }
+                command = self.rx.recv() => match command {
+                    Some(Command::Release) => {
+                        if let Some(batch) = inflight.take() {
+                            let result = batch.await;
+                            self.finish_batch(&mut state, result).await;
+                        }
+                        self.flush_reads(&mut state).await;
+                        self.release(&mut state);
+                        return;
+                    }
+                    Some(command) => self.handle(&mut state, command).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(idle_timeout), if idle => {
+                    tracing::debug!("owner idle; dropping state");
+                    self.retire();
+                    return;
+                }
+                _ = shutdown.cancelled() => {
+                    if let Some(batch) = inflight.take() {
+                        let result = batch.await;
+                        self.finish_batch(&mut state, result).await;
+                    }
+                    let refusal = Refusal::unavailable("node is shutting down; retry");
+                    for send in std::mem::take(&mut state.queued) {
+                        self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                        send.link.refuse(send.session_id, self.id, &refusal, Some(send.client_msg_id));
+                    }
+                    self.flush_reads(&mut state).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Leaves the registry, then hands commands that raced with the exit to
+    /// the successor task.
+    fn retire(&mut self) {
+        self.owners.retire(self.id, &self.tx);
+        self.rx.close();
+        while let Ok(command) = self.rx.try_recv() {
+            if matches!(command, Command::Send(_)) {
+                self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+            }
+            if let Err(err) = self.owners.dispatch(self.id, command) {
+                tracing::debug!(%err, "command dropped while retiring");
+            }
+        }
+    }
+
+    /// Gives the conversation up: queued sends go back to their routers as
+    /// redirects (the router resends them to the new owner), subscribers
+    /// are dropped (routers move them on their own ring change), and
+    /// commands that arrive meanwhile follow the sends.
+    fn release(&mut self, state: &mut State) {
+        tracing::info!(queued = state.queued.len(), "releasing conversation");
+        metrics::counter!("turbochat_owner_released_total").increment(1);
+        self.owners.retire(self.id, &self.tx);
+        self.rx.close();
+        for send in std::mem::take(&mut state.queued) {
+            self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+            redirect_send(self.id, send);
+        }
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Send(send) => {
+                    self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                    redirect_send(self.id, send);
+                }
+                other => {
+                    if let Err(err) = self.owners.dispatch(self.id, other) {
+                        tracing::debug!(%err, "command dropped while releasing");
+                    }
+                }
+            }
+        }
+        state.links.clear();
+    }
+
+    /// Answers every queued command with `refusal` and stops (the
+    /// conversation does not exist or cannot be loaded).
+    fn refuse_all(&mut self, refusal: &Refusal) {
+        self.owners.retire(self.id, &self.tx);
+        self.rx.close();
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Send(send) => {
+                    self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                    send.link
+                        .refuse(send.session_id, self.id, refusal, Some(send.client_msg_id));
+                }
+                Command::Subscribe {
+                    link, session_id, ..
+                }
+                | Command::Read {
+                    link, session_id, ..
+                }
+                | Command::Typing {
+                    link, session_id, ..
+                } => {
+                    link.refuse(session_id, self.id, refusal, None);
+                }
+                Command::Unsubscribe { .. }
+                | Command::Refresh
+                | Command::Release
+                | Command::CatchUp
+                | Command::LinkLost { .. } => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, state: &mut State, command: Command) {
+        match command {
+            Command::Send(send) => self.accept_send(state, send).await,
+            Command::Subscribe {
+                link,
+                session_id,
+                user_id,
+                since,
+            } => {
+                self.subscribe(state, link, session_id, user_id, since)
+                    .await
+            }
+            Command::Unsubscribe {
+                link_id,
+                session_id,
+            } => {
+                let mut gone_user = None;
+                if let Some(subs) = state.links.get_mut(&link_id) {
+                    gone_user = subs.sessions.remove(&session_id);
+                    if subs.sessions.is_empty() {
+                        state.links.remove(&link_id);
+                    }
+                }
+                // A typist whose last session left stops typing now.
+                if let Some(user) = gone_user {
+                    let still_here = state
+                        .links
+                        .values()
+                        .any(|l| l.sessions.values().any(|u| *u == user));
+                    if !still_here && state.typing.remove(&user).is_some() {
+                        self.announce_typing(state, &user, false);
+                    }
+                }
+            }
+            Command::Read {
+                link,
+                session_id,
+                user_id,
+                seq,
+            } => self.read(state, link, session_id, user_id, seq).await,
+            Command::Typing {
+                link,
+                session_id,
+                user_id,
+                active,
+            } => self.typing(state, link, session_id, user_id, active),
+            Command::Release => {}
+            Command::CatchUp => {
+                // With a batch of ours in flight its outcome tells: it
+                // commits only if nobody wrote past us, else it catches up.
+                if !state.writing {
+                    if let Err(err) = self.catch_up(state).await {
+                        tracing::warn!(%err, "cannot catch up after a ring change");
+                    }
+                }
+            }
+            Command::LinkLost { link_id } => {
+                if let Some(subs) = state.links.get(&link_id) {
+                    let sessions: Vec<u64> = subs.sessions.keys().copied().collect();
+                    for (seq, payload) in &state.recent {
+                        subs.link.deliver(
+                            sessions.clone(),
+                            self.id,
+                            *seq,
+                            DeliverKind::Message,
+                            payload.clone(),
+                        );
+                    }
+                    metrics::counter!("turbochat_link_lost_resends_total")
+                        .increment(state.recent.len() as u64);
+                }
+            }
+            Command::Refresh => match self.owners.store().load_conversation(self.id).await {
+                Ok(Some(loaded)) => {
+                    state.participants = loaded
+                        .participants
+                        .into_iter()
+                        .map(|p| (p.user_id.clone(), p))
+                        .collect();
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "cannot refresh participants"),
+            },
+        }
+    }
+
+    /// Expires typing indicators and starts due read-cursor writes.
+    fn on_timers(&self, state: &mut State) {
+        let now = Instant::now();
+        let expired: Vec<UserId> = state
+            .typing
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in expired {
+            state.typing.remove(&user);
+            self.announce_typing(state, &user, false);
+        }
+        if state.flush_at.is_some_and(|at| at <= now) {
+            state.flush_at = None;
+            let reads = std::mem::take(&mut state.unflushed_reads);
+            let store = self.owners.store().clone();
+            let id = self.id;
+            // Cursors only move forward in SQL, so these writes may land in
+            // any order relative to later flushes.
+            self.owners
+                .spawn_side(async move { write_reads(store, id, reads).await });
+        }
+    }
+}
