@@ -14,8 +14,10 @@ use harness::workload::{Figures, Shape, Traffic};
 /// their timings mean little when they share 2 cores with each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The gossip defaults: probe 500 ms, suspect 2 s.
-const DETECTION: Duration = Duration::from_millis(3000);
+/// The gossip defaults (probe 250 ms, answer 80 ms, suspect 800 ms) aim at
+/// detection within 2 s; the scenarios print what they measured and fail
+/// past 1.5 times that (a regression, not noise on a loaded machine).
+const DETECTION: Duration = Duration::from_millis(2000);
 
 /// The scenarios' shape: `nodes` nodes, 2 routers, gossip.
 fn options(nodes: usize) -> Options {
@@ -81,9 +83,14 @@ async fn a_node_killed_with_sigkill() {
         &format!("detected-down-after {detected:?} (configured ~{DETECTION:?}) sends-resumed-within {:?}", resumed.elapsed()),
     );
     assert!(
-        detected <= DETECTION * 2,
+        detected <= DETECTION * 3 / 2,
         "failure detection took {detected:?}"
     );
+    // No false verdict under this load: every member but the dead one is
+    // still on every ring.
+    for i in 0..cluster.routers.len() {
+        assert_eq!(cluster.ring(i).await.len(), 2, "router {i}'s ring");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
