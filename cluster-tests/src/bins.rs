@@ -47,6 +47,9 @@ pub fn build(release: bool) -> PathBuf {
         "turbochat-node",
         "--bin",
         "turbochat-router",
+        // The owner-panic test's hook; never in a production build.
+        "--features",
+        "turbochat-node/fault-injection",
     ]);
     if release {
         command.arg("--release");

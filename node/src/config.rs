@@ -106,6 +106,10 @@ pub struct OwnerConfig {
     /// `unavailable` (the owner is overloaded).
     #[serde(default = "default_max_queued")]
     pub max_queued_sends: usize,
+    /// Subscribes, reads and typing waiting at one conversation's owner
+    /// before new ones are refused with `unavailable` (the mailbox bound).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_commands: usize,
     /// Longest message body, in characters.
     #[serde(default = "default_max_body")]
     pub max_body_chars: usize,
@@ -134,6 +138,7 @@ impl Default for OwnerConfig {
             max_replay: default_max_replay(),
             idle_timeout: default_idle(),
             max_queued_sends: default_max_queued(),
+            max_queued_commands: default_max_queued(),
             max_body_chars: default_max_body(),
             read_flush_interval: default_read_flush(),
             typing_expiry: default_typing_expiry(),

@@ -315,6 +315,19 @@ impl RouterLink {
         )
     }
 
+    /// Asks the router to subscribe `session_ids` to `conversation_id`
+    /// again, from their cursors (this node lost the subscriptions).
+    pub fn resubscribe(&self, conversation_id: ConversationId, session_ids: Vec<u64>) -> Delivery {
+        self.push(NodeFrame {
+            frame: Some(node_frame::Frame::Resubscribe(
+                turbochat_protocol::link::Resubscribe {
+                    conversation_id: conversation_id.to_string(),
+                    session_ids,
+                },
+            )),
+        })
+    }
+
     /// Sends `refusal` as an `error` frame to one session (naming the
     /// `send` it answers, if any).
     pub fn refuse(

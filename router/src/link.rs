@@ -6,7 +6,6 @@
 //! node restart or a cut link costs clients nothing but a short pause: the
 //! owner replays exactly what they missed (guarantee 4).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,11 @@ pub struct NodeLink {
     pub node: NodeInfo,
     channel: Channel,
     outbound: Mutex<Option<mpsc::Sender<RouterFrame>>>,
-    up: AtomicBool,
+    /// Whether the stream is connected (watchable: sends wait on it).
+    up: tokio::sync::watch::Sender<bool>,
+    /// Cut the reconnect backoff short: the node (re)joined, or a send is
+    /// waiting for this link.
+    wake: tokio::sync::Notify,
     /// Cancelled when the node leaves the ring for good (or on shutdown).
     stop: CancellationToken,
 }
@@ -69,7 +72,20 @@ impl NodeLink {
 
     /// Whether the stream is connected.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        *self.up.borrow()
+    }
+
+    /// Waits until the stream is up, at most `patience`; asks the link to
+    /// reconnect now rather than after its backoff. Returns whether it is up.
+    pub async fn wait_up(&self, patience: Duration) -> bool {
+        if self.is_up() {
+            return true;
+        }
+        self.wake.notify_one();
+        let mut up = self.up.subscribe();
+        tokio::time::timeout(patience, up.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// A client for unary calls on the same HTTP/2 connection.
@@ -145,6 +161,15 @@ impl Links {
             let ring = changes.borrow_and_update().clone();
             for node in ring.nodes() {
                 let known = self.inner.links.get(&node.id).map(|l| l.node.grpc.clone());
+                if known.as_deref() == Some(node.grpc.as_str()) {
+                    // Back on the ring at the same address (a restart): do
+                    // not wait out the backoff of a link that was down.
+                    if let Some(link) = self.inner.links.get(&node.id) {
+                        if !link.is_up() {
+                            link.wake.notify_one();
+                        }
+                    }
+                }
                 if known.as_deref() != Some(node.grpc.as_str()) {
                     if let Some((_, old)) = self.inner.links.remove(&node.id) {
                         old.stop.cancel();
@@ -280,7 +305,8 @@ impl Links {
             node: node.clone(),
             channel,
             outbound: Mutex::new(None),
-            up: AtomicBool::new(false),
+            up: tokio::sync::watch::Sender::new(false),
+            wake: tokio::sync::Notify::new(),
             stop: self.inner.shutdown.child_token(),
         });
         self.inner.links.insert(node.id.clone(), link.clone());
@@ -348,11 +374,13 @@ impl Links {
                     tracing::debug!(node = %link.node.id, %status, "link attempt failed");
                 }
             }
-            link.up.store(false, Ordering::Release);
+            link.up.send_replace(false);
             *link.outbound.lock().expect("link lock") = None;
             let delay = reconnect.next_delay(Instant::now(), rand::random());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                // The node (re)joined, or a send waits for us: try now.
+                _ = link.wake.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -374,7 +402,7 @@ impl Links {
         let response = link.client().attach(ReceiverStream::new(rx)).await?;
         let mut inbound = response.into_inner();
         *link.outbound.lock().expect("link lock") = Some(tx.clone());
-        link.up.store(true, Ordering::Release);
+        link.up.send_replace(true);
         tracing::info!(node = %link.node.id, "link up");
         metrics::counter!("turbochat_link_connects_total").increment(1);
         self.resubscribe(link, &tx).await;
@@ -470,6 +498,24 @@ impl Links {
                 }
             }
             Some(node_frame::Frame::Redirect(redirect)) => self.redirect(from, redirect),
+            Some(node_frame::Frame::Resubscribe(resubscribe)) => {
+                let Ok(conversation) = resubscribe.conversation_id.parse::<ConversationId>() else {
+                    return;
+                };
+                metrics::counter!("turbochat_router_resubscribes_total")
+                    .increment(resubscribe.session_ids.len() as u64);
+                for session_id in resubscribe.session_ids {
+                    let Some(session) = self.inner.sessions.get(session_id) else {
+                        continue;
+                    };
+                    let Some(cursor) = session.cursor(&conversation) else {
+                        continue;
+                    };
+                    // From the last seq forwarded: the owner replays the rest.
+                    let since = cursor.last_seq.unwrap_or(0);
+                    self.resubscribe_one(session_id, &session.user_id, conversation, since);
+                }
+            }
             None => {}
         }
     }

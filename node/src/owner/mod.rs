@@ -26,11 +26,23 @@ pub use validate::media_key_of;
 
 use crate::config::OwnerConfig;
 
-/// The mailbox of one owner task, with its count of queued sends.
+/// The mailbox of one owner task, with what waits in it.
 #[derive(Clone)]
 struct Mailbox {
     tx: mpsc::UnboundedSender<Command>,
-    queued_sends: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
+}
+
+/// What waits at one owner: the mailbox is bounded by these counts, so a
+/// stalled owner (a slow store) refuses clients instead of growing without
+/// limit. Internal commands (release, catch-up, link loss) are never
+/// refused and are not counted.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    /// Sends in the mailbox or queued for the next batch.
+    pub(crate) sends: AtomicUsize,
+    /// Subscribes, reads and typing in the mailbox.
+    pub(crate) others: AtomicUsize,
 }
 
 /// Why a command was not taken.
@@ -89,6 +101,10 @@ impl Owners {
             return Err(DispatchError::ShuttingDown);
         }
         let is_send = matches!(command, Command::Send(_));
+        let is_other_client = matches!(
+            command,
+            Command::Subscribe { .. } | Command::Read { .. } | Command::Typing { .. }
+        );
         // These only concern a running owner; starting one (a store read)
         // to handle them would be waste, and would keep a task alive on a
         // node that is giving the conversation up.
@@ -110,10 +126,20 @@ impl Owners {
             } else {
                 self.mailbox(conversation)
             };
-            if is_send {
-                let queued = mailbox.queued_sends.fetch_add(1, Ordering::AcqRel);
-                if queued >= self.inner.config.max_queued_sends {
-                    mailbox.queued_sends.fetch_sub(1, Ordering::AcqRel);
+            let counter = if is_send {
+                Some((&mailbox.backlog.sends, self.inner.config.max_queued_sends))
+            } else if is_other_client {
+                Some((
+                    &mailbox.backlog.others,
+                    self.inner.config.max_queued_commands,
+                ))
+            } else {
+                None
+            };
+            if let Some((counter, limit)) = counter {
+                let queued = counter.fetch_add(1, Ordering::AcqRel);
+                if queued >= limit {
+                    counter.fetch_sub(1, Ordering::AcqRel);
                     metrics::counter!("turbochat_owner_overloaded_total").increment(1);
                     return Err(DispatchError::Overloaded);
                 }
@@ -123,8 +149,8 @@ impl Owners {
                 Err(mpsc::error::SendError(returned)) => {
                     // The task stopped between lookup and send: forget it and
                     // start a successor.
-                    if is_send {
-                        mailbox.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                    if let Some((counter, _)) = counter {
+                        counter.fetch_sub(1, Ordering::AcqRel);
                     }
                     self.inner
                         .tasks
@@ -195,17 +221,16 @@ impl Owners {
         let (tx, rx) = mpsc::unbounded_channel();
         let mailbox = Mailbox {
             tx,
-            queued_sends: Arc::new(AtomicUsize::new(0)),
+            backlog: Arc::default(),
         };
-        let task = conversation::Owner::new(
+        self.inner.tracker.spawn(conversation::supervise(
             conversation,
             self.clone(),
-            mailbox.queued_sends.clone(),
+            mailbox.backlog.clone(),
             rx,
             // The task keeps a sender only to recognise its registry entry.
             mailbox.tx.clone(),
-        );
-        self.inner.tracker.spawn(task.run());
+        ));
         metrics::gauge!("turbochat_owners_active").increment(1.0);
         mailbox
     }
@@ -232,5 +257,48 @@ impl Owners {
 
     fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::fanout::Routers;
+
+    /// An owner that has not run yet (this runtime has one thread and the
+    /// test never yields) is a stalled owner: its mailbox fills up.
+    #[tokio::test]
+    async fn a_stalled_owner_refuses_clients_beyond_its_mailbox_bound_but_never_internal_commands()
+    {
+        let store = turbochat_store::open("sqlite::memory:", 1).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let (writer, _task) = Writer::spawn(store.clone(), Default::default(), shutdown.clone());
+        let config = OwnerConfig {
+            max_queued_commands: 3,
+            ..OwnerConfig::default()
+        };
+        let owners = Owners::new(store, writer, config, shutdown.clone());
+        let (tx, _rx) = mpsc::channel(8);
+        let (link, _) = Routers::new(None).attach("router-1", 1, tx, CancellationToken::new());
+        let conversation = ConversationId::new_v4();
+        let typing = |session_id| Command::Typing {
+            link: link.clone(),
+            session_id,
+            user_id: "alice".into(),
+            active: true,
+        };
+        for session in 0..3 {
+            assert_eq!(owners.dispatch(conversation, typing(session)), Ok(()));
+        }
+        assert_eq!(
+            owners.dispatch(conversation, typing(3)),
+            Err(DispatchError::Overloaded)
+        );
+        assert_eq!(owners.dispatch(conversation, Command::CatchUp), Ok(()));
+        assert_eq!(owners.dispatch(conversation, Command::Refresh), Ok(()));
+        shutdown.cancel();
+        owners.wait_stopped().await;
     }
 }

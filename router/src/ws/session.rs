@@ -36,6 +36,10 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// descriptor and no kernel buffer for longer.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a send waits for its owner's link to come up before it is
+/// answered `unavailable`.
+const LINK_WAIT: Duration = Duration::from_secs(1);
+
 /// Runs a session until the client leaves, misbehaves, or the router stops.
 pub async fn run(app: App, claims: Claims, socket: WebSocket) {
     let (out_tx, out_rx) = mpsc::channel(app.inner.limits.session_queue);
@@ -189,7 +193,7 @@ impl Reader {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => self.on_text(&text),
+                    Some(Ok(Message::Text(text))) => self.on_text(&text).await,
                     Some(Ok(Message::Binary(_))) => {
                         self.error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text");
                     }
@@ -221,7 +225,7 @@ impl Reader {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    async fn on_text(&mut self, text: &str) {
         metrics::counter!("turbochat_frames_received_total").increment(1);
         if let Err(not_until) = self.frames.check() {
             metrics::counter!("turbochat_frames_rate_limited_total").increment(1);
@@ -260,13 +264,16 @@ impl Reader {
                 kind,
                 body,
                 media_key,
-            } => self.send(
-                conversation_id,
-                client_msg_id,
-                kind.as_str(),
-                body,
-                media_key,
-            ),
+            } => {
+                self.send(
+                    conversation_id,
+                    client_msg_id,
+                    kind.as_str(),
+                    body,
+                    media_key,
+                )
+                .await
+            }
             ClientFrame::Subscribe {
                 conversation_id,
                 since,
@@ -310,7 +317,7 @@ impl Reader {
         }
     }
 
-    fn send(
+    async fn send(
         &self,
         conversation_id: ConversationId,
         client_msg_id: String,
@@ -345,6 +352,17 @@ impl Reader {
         let Some(owner) = self.app.inner.links.owner(&conversation_id) else {
             return refuse(ErrorCode::Unavailable, "no node is available", None);
         };
+        // A node that just (re)joined may not be linked yet: hold the send
+        // (this session's next frames wait behind it) until the link is up,
+        // briefly, rather than answer `unavailable` at once.
+        if !owner.is_up() && !owner.wait_up(LINK_WAIT).await {
+            metrics::counter!("turbochat_sends_unavailable_total").increment(1);
+            return refuse(
+                ErrorCode::Unavailable,
+                "conversation owner unreachable; retry",
+                None,
+            );
+        }
         // With traces on, this send's span is the root of its trace; the
         // owner node joins it through `traceparent`.
         let traceparent = if turbochat_service::telemetry::traces_on() {

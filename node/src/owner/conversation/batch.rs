@@ -21,9 +21,15 @@ use crate::owner::validate::{check_send, SendDraft};
 use crate::owner::SendCommand;
 use crate::refusal::Refusal;
 
-impl Owner {
+impl Owner<'_> {
     /// Checks a send and queues it for the next batch.
     pub(super) async fn accept_send(&mut self, state: &mut State, send: SendCommand) {
+        #[cfg(feature = "fault-injection")]
+        if send.body == "__turbochat_owner_panic__" {
+            // Queued first, so the supervisor has a held send to answer.
+            state.queued.push(send);
+            panic!("injected owner panic (fault-injection build)");
+        }
         let draft = SendDraft {
             participant: state.participants.contains_key(&send.user_id),
             client_msg_id: &send.client_msg_id,
@@ -38,7 +44,7 @@ impl Owner {
         match verdict {
             Ok(()) => state.queued.push(send),
             Err(refusal) => {
-                self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                 metrics::counter!("turbochat_sends_refused_total", "code" => refusal.code.as_str())
                     .increment(1);
                 send.link
@@ -68,7 +74,7 @@ impl Owner {
         } else {
             std::mem::take(&mut state.queued)
         };
-        self.queued_sends.fetch_sub(sends.len(), Ordering::AcqRel);
+        self.backlog.sends.fetch_sub(sends.len(), Ordering::AcqRel);
         state.writing = true;
         let created_at = now_ms();
         let push_enabled = self.owners.config().push_enabled;
@@ -94,11 +100,9 @@ impl Owner {
             first_seq: state.committed + 1,
             messages,
         };
+        state.inflight_sends = Some(sends);
         let writer = self.owners.writer().clone();
-        Box::pin(async move {
-            let result = writer.append(batch).await;
-            (sends, result)
-        })
+        Box::pin(async move { writer.append(batch).await })
     }
 
     /// Who gets a push for a message from `sender`: every participant but
@@ -118,8 +122,9 @@ impl Owner {
             .collect()
     }
 
-    pub(super) async fn finish_batch(&mut self, state: &mut State, (sends, result): BatchResult) {
+    pub(super) async fn finish_batch(&mut self, state: &mut State, result: BatchResult) {
         state.writing = false;
+        let sends = state.inflight_sends.take().unwrap_or_default();
         match result {
             Ok(Ok(appended)) => {
                 state.reloads = 0;
@@ -203,7 +208,7 @@ impl Owner {
 
     /// Puts sends back at the head of the queue, in their order.
     pub(super) fn requeue_front(&self, state: &mut State, sends: Vec<SendCommand>) {
-        self.queued_sends.fetch_add(sends.len(), Ordering::AcqRel);
+        self.backlog.sends.fetch_add(sends.len(), Ordering::AcqRel);
         let mut requeued = sends;
         requeued.append(&mut state.queued);
         state.queued = requeued;

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use turbochat_protocol::ids::{ConversationId, UserId};
 use turbochat_protocol::link::DeliverKind;
-use turbochat_store::{AppendError, Appended, StoreError};
 
 mod batch;
 mod reads;
@@ -30,7 +29,7 @@ mod typing;
 use self::batch::redirect_send;
 use self::reads::write_reads;
 use self::state::State;
-use super::{Command, Owners, SendCommand};
+use super::{Backlog, Command, Owners};
 use crate::refusal::Refusal;
 
 /// How long a replay waits for a router to drain before cutting its link.
@@ -40,45 +39,112 @@ const REPLAY_PAGE: u32 = 500;
 /// Consecutive fencing reloads before the owner gives up on a batch.
 const MAX_RELOADS: u32 = 3;
 
-type BatchResult = (
-    Vec<SendCommand>,
-    Result<Result<Vec<Appended>, AppendError>, StoreError>,
-);
+/// What the store said of the batch in flight (its sends wait in
+/// `State::inflight_sends`, where a supervisor finds them after a panic).
+type BatchResult = turbochat_store::AppendResult;
 type Inflight = Pin<Box<dyn Future<Output = BatchResult> + Send>>;
 
-/// The task for one conversation (see module docs).
-pub(super) struct Owner {
+/// The task for one conversation (see module docs). Its mailbox and its
+/// hot state are borrowed from [`supervise`], which outlives a panic.
+pub(super) struct Owner<'a> {
     id: ConversationId,
     owners: Owners,
-    queued_sends: Arc<AtomicUsize>,
-    rx: mpsc::UnboundedReceiver<Command>,
+    backlog: Arc<Backlog>,
+    rx: &'a mut mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
 }
 
-impl Owner {
-    pub(super) fn new(
-        id: ConversationId,
-        owners: Owners,
-        queued_sends: Arc<AtomicUsize>,
-        rx: mpsc::UnboundedReceiver<Command>,
-        tx: mpsc::UnboundedSender<Command>,
-    ) -> Self {
-        Owner {
-            id,
-            owners,
-            queued_sends,
-            rx,
-            tx,
+/// Runs the owner of `id` until it stops, and picks up after it if it
+/// panics: the panic is logged at ERROR and counted
+/// (`turbochat_owner_panics_total`), the conversation leaves the registry
+/// (the next command starts a fresh owner, which reloads from the store),
+/// every send it held or had queued is answered `unavailable` (the client
+/// retries, idempotently), other queued commands go to the successor, and
+/// each router with subscribers is told to subscribe them again.
+pub(super) async fn supervise(
+    id: ConversationId,
+    owners: Owners,
+    backlog: Arc<Backlog>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+) {
+    use futures::FutureExt;
+    let span = tracing::info_span!("owner", conversation_id = %id);
+    let mut slot: Option<State> = None;
+    let owner = Owner {
+        id,
+        owners: owners.clone(),
+        backlog,
+        rx: &mut rx,
+        tx: tx.clone(),
+    };
+    let outcome = std::panic::AssertUnwindSafe(owner.run(&mut slot).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = outcome {
+        let _enter = span.enter();
+        recover(id, &owners, &mut rx, &tx, slot, panic.as_ref());
+    }
+    metrics::gauge!("turbochat_owners_active").decrement(1.0);
+}
+
+/// See [`supervise`]. The state may be half-updated: only what was queued,
+/// in flight and subscribed is read from it.
+fn recover(
+    id: ConversationId,
+    owners: &Owners,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    tx: &mpsc::UnboundedSender<Command>,
+    slot: Option<State>,
+    panic: &(dyn std::any::Any + Send),
+) {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".into());
+    metrics::counter!("turbochat_owner_panics_total").increment(1);
+    tracing::error!(panic = %why, "conversation owner panicked; its state is dropped and reloads on the next command");
+    owners.retire(id, tx);
+    rx.close();
+    let refusal = Refusal::unavailable("the conversation's owner failed; retry");
+    let mut answered = 0usize;
+    if let Some(mut state) = slot {
+        let inflight = state.inflight_sends.take().unwrap_or_default();
+        for send in inflight
+            .into_iter()
+            .chain(std::mem::take(&mut state.queued))
+        {
+            send.link
+                .refuse(send.session_id, id, &refusal, Some(send.client_msg_id));
+            answered += 1;
+        }
+        for subscribers in state.links.values() {
+            let sessions: Vec<u64> = subscribers.sessions.keys().copied().collect();
+            subscribers.link.resubscribe(id, sessions);
         }
     }
-
-    pub(super) async fn run(self) {
-        let span = tracing::info_span!("owner", conversation_id = %self.id);
-        self.run_inner().instrument(span).await;
-        metrics::gauge!("turbochat_owners_active").decrement(1.0);
+    while let Ok(command) = rx.try_recv() {
+        match command {
+            Command::Send(send) => {
+                send.link
+                    .refuse(send.session_id, id, &refusal, Some(send.client_msg_id));
+                answered += 1;
+            }
+            other => {
+                if let Err(err) = owners.dispatch(id, other) {
+                    tracing::debug!(%err, "command dropped after an owner panic");
+                }
+            }
+        }
     }
+    tracing::info!(answered, "sends of the failed owner answered unavailable");
+}
 
-    async fn run_inner(mut self) {
+impl Owner<'_> {
+    /// Loads the conversation into `slot` and serves commands until the
+    /// owner stops.
+    async fn run(mut self, slot: &mut Option<State>) {
         let loaded = match self.owners.store().load_conversation(self.id).await {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
@@ -90,7 +156,7 @@ impl Owner {
                 return;
             }
         };
-        let mut state = State::from_store(loaded);
+        let state = slot.insert(State::from_store(loaded));
         tracing::debug!(last_seq = state.committed, "owner started");
         let mut inflight: Option<Inflight> = None;
         let shutdown = self.owners.shutdown().clone();
@@ -98,30 +164,30 @@ impl Owner {
 
         loop {
             if inflight.is_none() && !state.queued.is_empty() {
-                inflight = Some(self.start_batch(&mut state));
+                inflight = Some(self.start_batch(state));
             }
             let idle = inflight.is_none() && state.idle();
             let deadline = state.next_deadline();
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_timers(&mut state);
+                    self.on_timers(state);
                 }
                 result = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                     inflight = None;
-                    self.finish_batch(&mut state, result).await;
+                    self.finish_batch(state, result).await;
                 }
                 command = self.rx.recv() => match command {
                     Some(Command::Release) => {
                         if let Some(batch) = inflight.take() {
                             let result = batch.await;
-                            self.finish_batch(&mut state, result).await;
+                            self.finish_batch(state, result).await;
                         }
-                        self.flush_reads(&mut state).await;
-                        self.release(&mut state);
+                        self.flush_reads(state).await;
+                        self.release(state);
                         return;
                     }
-                    Some(command) => self.handle(&mut state, command).await,
+                    Some(command) => self.handle(state, command).await,
                     None => break,
                 },
                 _ = tokio::time::sleep(idle_timeout), if idle => {
@@ -132,14 +198,14 @@ impl Owner {
                 _ = shutdown.cancelled() => {
                     if let Some(batch) = inflight.take() {
                         let result = batch.await;
-                        self.finish_batch(&mut state, result).await;
+                        self.finish_batch(state, result).await;
                     }
                     let refusal = Refusal::unavailable("node is shutting down; retry");
                     for send in std::mem::take(&mut state.queued) {
-                        self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                        self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                         send.link.refuse(send.session_id, self.id, &refusal, Some(send.client_msg_id));
                     }
-                    self.flush_reads(&mut state).await;
+                    self.flush_reads(state).await;
                     return;
                 }
             }
@@ -153,7 +219,7 @@ impl Owner {
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
             if matches!(command, Command::Send(_)) {
-                self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
             }
             if let Err(err) = self.owners.dispatch(self.id, command) {
                 tracing::debug!(%err, "command dropped while retiring");
@@ -171,13 +237,13 @@ impl Owner {
         self.owners.retire(self.id, &self.tx);
         self.rx.close();
         for send in std::mem::take(&mut state.queued) {
-            self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+            self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
             redirect_send(self.id, send);
         }
         while let Ok(command) = self.rx.try_recv() {
             match command {
                 Command::Send(send) => {
-                    self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                    self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                     redirect_send(self.id, send);
                 }
                 other => {
@@ -198,7 +264,7 @@ impl Owner {
         while let Ok(command) = self.rx.try_recv() {
             match command {
                 Command::Send(send) => {
-                    self.queued_sends.fetch_sub(1, Ordering::AcqRel);
+                    self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                     send.link
                         .refuse(send.session_id, self.id, refusal, Some(send.client_msg_id));
                 }
@@ -223,6 +289,12 @@ impl Owner {
     }
 
     async fn handle(&mut self, state: &mut State, command: Command) {
+        if matches!(
+            command,
+            Command::Subscribe { .. } | Command::Read { .. } | Command::Typing { .. }
+        ) {
+            self.backlog.others.fetch_sub(1, Ordering::AcqRel);
+        }
         match command {
             Command::Send(send) => self.accept_send(state, send).await,
             Command::Subscribe {

@@ -13,7 +13,7 @@ use super::Owner;
 use crate::fanout::RouterLink;
 use crate::refusal::Refusal;
 
-impl Owner {
+impl Owner<'_> {
     pub(super) async fn read(
         &mut self,
         state: &mut State,

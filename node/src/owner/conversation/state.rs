@@ -29,6 +29,8 @@ pub(super) struct State {
     /// Whether a batch of ours is being written (its seqs are then in the
     /// store before we know it: a catch-up must not run meanwhile).
     pub(super) writing: bool,
+    /// The sends of the batch in flight, answered when it is.
+    pub(super) inflight_sends: Option<Vec<SendCommand>>,
     pub(super) reloads: u32,
     /// How many of the next batches carry one send each: the store refused
     /// a batch, and one message's fault must not fail the others with it.
@@ -60,6 +62,7 @@ impl State {
             links: HashMap::new(),
             queued: Vec::new(),
             writing: false,
+            inflight_sends: None,
             reloads: 0,
             isolating: 0,
             unflushed_reads: HashMap::new(),

@@ -17,7 +17,7 @@ use super::{Owner, REPLAY_PAGE, REPLAY_PATIENCE};
 use crate::fanout::{Delivery, RouterLink};
 use crate::refusal::Refusal;
 
-impl Owner {
+impl Owner<'_> {
     /// Reads what other writers committed after our last seq and fans it out.
     /// Never called with a batch of ours in flight (`state.writing`): its
     /// rows would be taken for another writer's.

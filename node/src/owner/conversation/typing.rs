@@ -10,7 +10,7 @@ use super::Owner;
 use crate::fanout::RouterLink;
 use crate::refusal::Refusal;
 
-impl Owner {
+impl Owner<'_> {
     pub(super) fn typing(
         &mut self,
         state: &mut State,
