@@ -28,6 +28,23 @@ pub struct Shape {
     pub interval: Duration,
     /// Re-send a message not acked after this long.
     pub ack_timeout: Duration,
+    /// How the senders send.
+    pub senders: Senders,
+}
+
+/// How a sender sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Senders {
+    /// A new message every tick, whatever is unacked.
+    Ticking,
+    /// Half the conversations: `burst` new messages back to back every tick
+    /// (several in flight at once); the other half: SDK-like, one message
+    /// in flight, the next a tick after its ack. Both re-send what is
+    /// unacked in send order.
+    PipelinedAndSdk {
+        /// Messages per tick of a pipelined sender.
+        burst: usize,
+    },
 }
 
 impl Default for Shape {
@@ -36,8 +53,33 @@ impl Default for Shape {
             conversations: 12,
             interval: Duration::from_millis(50),
             ack_timeout: Duration::from_secs(2),
+            senders: Senders::Ticking,
         }
     }
+}
+
+impl Shape {
+    /// Pipelined (3 in flight per tick) and SDK-like senders, half each,
+    /// with the SDK's 10 s ack timeout. A tick of 200 ms keeps a pipelined
+    /// sender (15 messages/s) inside the router's default per-user send
+    /// rate (20/s): a refused send retried after later ones were acked
+    /// would be the client's own reordering.
+    pub fn pipelined_and_sdk() -> Shape {
+        Shape {
+            conversations: 12,
+            interval: Duration::from_millis(200),
+            ack_timeout: Duration::from_secs(10),
+            senders: Senders::PipelinedAndSdk { burst: 3 },
+        }
+    }
+}
+
+/// What one sender does each tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Ticking,
+    Pipelined(usize),
+    Sdk,
 }
 
 /// What the senders and receivers saw.
@@ -53,6 +95,13 @@ struct Record {
     ack_times: Vec<Instant>,
     /// Ack times per conversation (for the longest pause one conversation saw).
     ack_times_by_conversation: HashMap<String, Vec<Instant>>,
+    /// When each (conversation, seq) was acked and first received.
+    acked_at: HashMap<(String, u64), Instant>,
+    received_at: HashMap<(String, u64), Instant>,
+    /// Error answers to sends (each retried).
+    refused: usize,
+    /// Sends re-sent because no answer came within the ack timeout.
+    timeouts: usize,
 }
 
 /// Running traffic.
@@ -83,15 +132,28 @@ pub struct Figures {
     pub duplicates_before_dedupe: usize,
     /// Longest time with no ack at all (the outage seen by clients).
     pub longest_ack_pause: Duration,
+    /// Longest time one conversation went without an ack.
+    pub longest_conversation_pause: Duration,
+    /// Pairs of one sender's messages stored in the opposite order to the
+    /// one they were first sent in.
+    pub inversions: usize,
+    /// Error answers to sends.
+    pub refused: usize,
+    /// Sends not answered within the client's ack timeout.
+    pub timeouts: usize,
+    /// Longest time from a message's ack to its receiver getting it.
+    pub longest_delivery_lag: Duration,
 }
 
 impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sent {} acked {} stored {} delivered {} lost {} duplicated-before-dedupe {} longest-ack-pause {:?}",
+            "sent {} acked {} stored {} delivered {} lost {} duplicated-before-dedupe {} longest-ack-pause {:?} longest-conversation-pause {:?} inversions {} refused {} timeouts {} longest-delivery-lag {:?}",
             self.sent, self.acked, self.stored, self.delivered, self.lost,
-            self.duplicates_before_dedupe, self.longest_ack_pause
+            self.duplicates_before_dedupe, self.longest_ack_pause,
+            self.longest_conversation_pause, self.inversions, self.refused, self.timeouts,
+            self.longest_delivery_lag
         )
     }
 }
@@ -99,7 +161,9 @@ impl std::fmt::Display for Figures {
 impl Traffic {
     /// Creates the conversations and starts senders and receivers.
     pub async fn start(routers: &[String], shape: Shape) -> Traffic {
-        let api = Api::new(&routers[0]);
+        // The checks read history through the last router (scenarios that
+        // kill a router kill the first).
+        let api = Api::new(routers.last().expect("a router"));
         let record = Arc::new(Mutex::new(Record::default()));
         let (stop_sending, sending) = watch::channel(false);
         let (stop_all, all) = watch::channel(false);
@@ -111,20 +175,26 @@ impl Traffic {
             let receiver = format!("r{i}-{}", &run[..8]);
             let conversation = api.create_direct(&valid(&sender), &receiver, None).await;
             conversations.push((conversation.clone(), sender.clone(), receiver.clone()));
-            let send_router = routers[i % routers.len()].clone();
-            let recv_router = routers[(i + 1) % routers.len()].clone();
+            let send_routers = rotate(routers, i);
+            let recv_routers = rotate(routers, i + 1);
+            let style = match shape.senders {
+                Senders::Ticking => Style::Ticking,
+                Senders::PipelinedAndSdk { burst } if i % 2 == 0 => Style::Pipelined(burst),
+                Senders::PipelinedAndSdk { .. } => Style::Sdk,
+            };
             tasks.push(tokio::spawn(receive(
-                recv_router,
+                recv_routers,
                 valid(&receiver),
                 conversation.clone(),
                 record.clone(),
                 all.clone(),
             )));
             tasks.push(tokio::spawn(send(
-                send_router,
+                send_routers,
                 valid(&sender),
                 conversation,
                 shape.clone(),
+                style,
                 record.clone(),
                 sending.clone(),
                 all.clone(),
@@ -234,6 +304,7 @@ impl Traffic {
     async fn check(&self) -> Figures {
         let (mut sent, mut acked, mut stored, mut delivered, mut lost, mut dups) =
             (0, 0, 0, 0, 0, 0);
+        let mut inversions = 0;
         let mut checks = Vec::new();
         {
             let r = self.record.lock().unwrap();
@@ -277,6 +348,13 @@ impl Traffic {
                 })
                 .collect();
             assert_eq!(by_id.len(), history.len(), "no message stored twice");
+            // Ids are `{conversation}-{n}`, n in the order first sent.
+            let mut in_send_order: Vec<(usize, u64)> = by_id
+                .iter()
+                .filter_map(|(id, seq)| Some((id.rsplit('-').next()?.parse().ok()?, *seq)))
+                .collect();
+            in_send_order.sort();
+            inversions += in_send_order.windows(2).filter(|w| w[1].1 < w[0].1).count();
             for (id, seq) in &acks {
                 match by_id.get(id.as_str()) {
                     Some(stored_seq) => assert_eq!(stored_seq, seq, "ack seq matches the store"),
@@ -295,7 +373,19 @@ impl Traffic {
                 .max()
                 .unwrap_or_default()
         };
-        let _ = self.started;
+        let longest_conversation_pause = self.longest_conversation_pause_since(self.started);
+        let (refused, timeouts, longest_delivery_lag) = {
+            let r = self.record.lock().unwrap();
+            let lag = r
+                .acked_at
+                .iter()
+                .filter_map(|(key, acked)| {
+                    Some(r.received_at.get(key)?.saturating_duration_since(*acked))
+                })
+                .max()
+                .unwrap_or_default();
+            (r.refused, r.timeouts, lag)
+        };
         Figures {
             sent,
             acked,
@@ -304,6 +394,11 @@ impl Traffic {
             lost,
             duplicates_before_dedupe: dups,
             longest_ack_pause,
+            longest_conversation_pause,
+            inversions,
+            refused,
+            timeouts,
+            longest_delivery_lag,
         }
     }
 }
@@ -336,49 +431,96 @@ async fn connect(router: &str, token: &str) -> Option<Socket> {
         .map(|(ws, _)| ws)
 }
 
+/// The routers starting at the `i`-th: a client tries the next when one
+/// is gone.
+fn rotate(routers: &[String], i: usize) -> Vec<String> {
+    (0..routers.len())
+        .map(|k| routers[(i + k) % routers.len()].clone())
+        .collect()
+}
+
+/// Connects to the first router that answers, starting after the last one
+/// used when that one failed.
+async fn connect_any(routers: &[String], token: &str, next: &mut usize) -> Option<Socket> {
+    for _ in 0..routers.len() {
+        let router = &routers[*next % routers.len()];
+        if let Some(ws) = connect(router, token).await {
+            return Some(ws);
+        }
+        *next += 1;
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send(
-    router: String,
+    routers: Vec<String>,
     token: String,
     conversation: String,
     shape: Shape,
+    style: Style,
     record: Arc<Mutex<Record>>,
     mut sending: watch::Receiver<bool>,
     mut all: watch::Receiver<bool>,
 ) {
     let mut next_id = 0usize;
-    // id -> last attempt
-    let mut unacked: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut router = 0usize;
+    // n -> when it is due to go (again): sent in n order.
+    let mut unacked: BTreeMap<usize, Instant> = BTreeMap::new();
+    // n -> when it was last sent (for the client's ack timeout).
+    let mut in_flight: HashMap<usize, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(shape.interval);
+    let mut last_ack = Instant::now();
+    let id_of = |n: usize| format!("{conversation}-{n}");
     'reconnect: loop {
         if *all.borrow() {
             return;
         }
-        let Some(mut ws) = connect(&router, &token).await else {
+        let Some(mut ws) = connect_any(&routers, &token, &mut router).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        // After a reconnect, re-send everything unacked.
-        for (_, at) in unacked.iter_mut() {
-            *at = Instant::now() - shape.ack_timeout;
+        // After a reconnect, re-send everything unacked, in order.
+        let now = Instant::now();
+        for at in unacked.values_mut() {
+            *at = now;
         }
+        in_flight.clear();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if !*sending.borrow() {
-                        let id = format!("{conversation}-{next_id}");
-                        next_id += 1;
-                        record.lock().unwrap().sent.entry(conversation.clone()).or_default().push(id.clone());
-                        unacked.insert(id, Instant::now() - shape.ack_timeout);
-                    }
                     let now = Instant::now();
-                    for (id, at) in unacked.iter_mut() {
-                        if now.duration_since(*at) >= shape.ack_timeout {
-                            *at = now;
-                            let frame = json!({"type": "send", "conversation_id": conversation,
-                                "client_msg_id": id, "body": "load"});
-                            if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
-                                continue 'reconnect;
-                            }
+                    if !*sending.borrow() {
+                        let new = match style {
+                            Style::Ticking => 1,
+                            Style::Pipelined(burst) => burst,
+                            Style::Sdk => usize::from(unacked.is_empty()
+                                && now.duration_since(last_ack) >= shape.interval),
+                        };
+                        for _ in 0..new {
+                            let n = next_id;
+                            next_id += 1;
+                            record.lock().unwrap().sent.entry(conversation.clone()).or_default().push(id_of(n));
+                            unacked.insert(n, now);
+                        }
+                    }
+                    for (n, due) in unacked.iter_mut() {
+                        let timed_out = in_flight
+                            .get(n)
+                            .is_some_and(|at| now.duration_since(*at) >= shape.ack_timeout);
+                        if timed_out {
+                            record.lock().unwrap().timeouts += 1;
+                            *due = now;
+                        }
+                        if *due > now || (in_flight.contains_key(n) && !timed_out) {
+                            continue;
+                        }
+                        in_flight.insert(*n, now);
+                        let frame = json!({"type": "send", "conversation_id": conversation,
+                            "client_msg_id": id_of(*n), "body": "load"});
+                        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                            router += 1;
+                            continue 'reconnect;
                         }
                     }
                 }
@@ -386,23 +528,33 @@ async fn send(
                     let Some(Ok(Message::Text(text))) = message else {
                         if matches!(message, Some(Ok(_))) { continue; }
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        router += 1;
                         continue 'reconnect;
                     };
                     let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     let Some(id) = frame["client_msg_id"].as_str() else { continue };
+                    let Some(n) = id.rsplit('-').next().and_then(|n| n.parse::<usize>().ok()) else { continue };
                     match frame["type"].as_str() {
-                        Some("ack") if unacked.remove(id).is_some() => {
+                        Some("ack") if unacked.remove(&n).is_some() => {
+                            in_flight.remove(&n);
                             let mut r = record.lock().unwrap();
                             r.acked.entry(conversation.clone()).or_default()
                                 .insert(id.to_string(), frame["seq"].as_u64().unwrap_or(0));
                             let now = Instant::now();
+                            last_ack = now;
+                            let seq = frame["seq"].as_u64().unwrap_or(0);
+                            r.acked_at.entry((conversation.clone(), seq)).or_insert(now);
                             r.ack_times.push(now);
                             r.ack_times_by_conversation.entry(conversation.clone()).or_default().push(now);
                         }
-                        Some("error") => {
-                            // Retryable: try again on a later tick.
-                            if let Some(at) = unacked.get_mut(id) {
-                                *at = Instant::now() - shape.ack_timeout + Duration::from_millis(100);
+                        Some("error") if unacked.contains_key(&n) => {
+                            record.lock().unwrap().refused += 1;
+                            // Retryable: this and everything after it go
+                            // again, in order, a little later.
+                            let again = Instant::now() + Duration::from_millis(100);
+                            for (k, due) in unacked.range_mut(n..) {
+                                in_flight.remove(k);
+                                *due = again;
                             }
                         }
                         _ => {}
@@ -416,18 +568,19 @@ async fn send(
 }
 
 async fn receive(
-    router: String,
+    routers: Vec<String>,
     token: String,
     conversation: String,
     record: Arc<Mutex<Record>>,
     mut all: watch::Receiver<bool>,
 ) {
     let mut last = 0u64;
+    let mut router = 0usize;
     loop {
         if *all.borrow() {
             return;
         }
-        let Some(mut ws) = connect(&router, &token).await else {
+        let Some(mut ws) = connect_any(&routers, &token, &mut router).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -442,12 +595,18 @@ async fn receive(
         loop {
             tokio::select! {
                 message = ws.next() => {
-                    let Some(Ok(message)) = message else { break };
+                    let Some(Ok(message)) = message else {
+                        router += 1;
+                        break;
+                    };
                     let Message::Text(text) = message else { continue };
                     let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     if frame["type"] == "message" {
                         let seq = frame["seq"].as_u64().unwrap_or(0);
-                        record.lock().unwrap().received.entry(conversation.clone()).or_default().push(seq);
+                        let mut r = record.lock().unwrap();
+                        r.received.entry(conversation.clone()).or_default().push(seq);
+                        r.received_at.entry((conversation.clone(), seq)).or_insert_with(Instant::now);
+                        drop(r);
                         last = last.max(seq);
                     }
                 }

@@ -91,6 +91,46 @@ async fn a_node_killed_with_sigkill() {
     for i in 0..cluster.routers.len() {
         assert_eq!(cluster.ring(i).await.len(), 2, "router {i}'s ring");
     }
+
+    // It comes back at the same address. A router routes to it once its
+    // link is up (connecting at once, holding a send briefly meanwhile), so
+    // its conversations are not refused while the link catches up.
+    let traffic = Traffic::start(&routers(&cluster), Shape::default()).await;
+    traffic.wait_for_acks(50, Duration::from_secs(20)).await;
+    cluster.nodes[1].restart();
+    let rejoined = ring_becomes(&cluster, 3, Duration::from_secs(20)).await;
+    let refused_before = sends_unavailable(&cluster).await;
+    traffic.wait_for_acks(200, Duration::from_secs(20)).await;
+    let refused = sends_unavailable(&cluster).await - refused_before;
+    let figures = traffic.finish(Duration::from_secs(60)).await;
+    report(
+        "restart after kill -9",
+        &figures,
+        &format!("rejoined-after {rejoined:?} refused-unavailable-after-rejoin {refused}"),
+    );
+    assert_eq!(
+        refused, 0.0,
+        "no send refused once the node is back on the ring"
+    );
+}
+
+/// Sends both routers answered `unavailable` because the owner's link was down.
+async fn sends_unavailable(cluster: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for i in 0..cluster.routers.len() {
+        let text = reqwest::get(format!("{}/metrics", cluster.router_ops_url(i)))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("turbochat_sends_unavailable_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

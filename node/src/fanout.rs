@@ -236,6 +236,7 @@ fn deliver_frame(
             seq,
             kind: kind as i32,
             payload,
+            client_msg_id: String::new(),
         })),
     }
 }
@@ -339,7 +340,39 @@ impl RouterLink {
     ) -> Delivery {
         metrics::counter!("turbochat_client_errors_total", "code" => refusal.code.as_str())
             .increment(1);
+        let answers = client_msg_id.clone().unwrap_or_default();
         let frame = refusal.frame(Some(conversation_id), client_msg_id);
-        self.to_session(session_id, conversation_id, 0, DeliverKind::Error, &frame)
+        self.answer(
+            session_id,
+            conversation_id,
+            0,
+            DeliverKind::Error,
+            &frame,
+            answers,
+        )
+    }
+
+    /// Sends the answer to one send (its `ack` or `error`) to its session,
+    /// naming the send, so the router answers each send once.
+    pub fn answer(
+        &self,
+        session_id: u64,
+        conversation_id: ConversationId,
+        seq: Seq,
+        kind: DeliverKind,
+        frame: &ServerFrame,
+        client_msg_id: String,
+    ) -> Delivery {
+        let mut frame = deliver_frame(
+            vec![session_id],
+            conversation_id,
+            seq,
+            kind,
+            Bytes::from(frame.to_json()),
+        );
+        if let Some(node_frame::Frame::Deliver(deliver)) = &mut frame.frame {
+            deliver.client_msg_id = client_msg_id;
+        }
+        self.push(frame)
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod http;
+pub mod lanes;
 pub mod limits;
 pub mod link;
 pub mod listener;

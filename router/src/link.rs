@@ -28,6 +28,10 @@ use turbochat_protocol::ErrorCode;
 
 use crate::sessions::{Followup, Session, Sessions};
 
+mod forward;
+
+pub use forward::{MAX_IN_FLIGHT, SEND_PATIENCE};
+
 /// Frames queued towards one node before sends are refused as `unavailable`.
 pub const LINK_QUEUE: usize = 16 * 1024;
 
@@ -43,9 +47,9 @@ pub struct NodeLink {
     pub node: NodeInfo,
     channel: Channel,
     outbound: Mutex<Option<mpsc::Sender<RouterFrame>>>,
-    /// Whether the stream is connected (watchable: sends wait on it).
+    /// Whether the stream is connected.
     up: tokio::sync::watch::Sender<bool>,
-    /// Cut the reconnect backoff short: the node (re)joined, or a send is
+    /// Cut the reconnect backoff short: the node (re)joined, or sends are
     /// waiting for this link.
     wake: tokio::sync::Notify,
     /// Cancelled when the node leaves the ring for good (or on shutdown).
@@ -75,19 +79,6 @@ impl NodeLink {
         *self.up.borrow()
     }
 
-    /// Waits until the stream is up, at most `patience`; asks the link to
-    /// reconnect now rather than after its backoff. Returns whether it is up.
-    pub async fn wait_up(&self, patience: Duration) -> bool {
-        if self.is_up() {
-            return true;
-        }
-        self.wake.notify_one();
-        let mut up = self.up.subscribe();
-        tokio::time::timeout(patience, up.wait_for(|up| *up))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
     /// A client for unary calls on the same HTTP/2 connection.
     pub fn client(&self) -> LinkClient<Channel> {
         LinkClient::new(self.channel.clone())
@@ -113,6 +104,8 @@ struct Inner {
     incarnation: u64,
     links: DashMap<String, Arc<NodeLink>>,
     sessions: Arc<Sessions>,
+    /// Lanes with sends waiting at the router: (session, conversation).
+    waiting: dashmap::DashSet<(u64, ConversationId)>,
     ring: RingView,
     /// Every task of the links (streams, redirects, delayed unsubscribes).
     tasks: TaskTracker,
@@ -135,6 +128,7 @@ impl Links {
                 incarnation: rand::random(),
                 links: DashMap::new(),
                 sessions,
+                waiting: dashmap::DashSet::new(),
                 ring: ring.clone(),
                 tasks,
                 shutdown,
@@ -144,6 +138,7 @@ impl Links {
             links.add(node.clone())?;
         }
         links.inner.tasks.spawn(links.clone().follow_ring());
+        links.inner.tasks.spawn(links.clone().sweep_lanes());
         Ok(links)
     }
 
@@ -180,6 +175,9 @@ impl Links {
                 }
             }
             self.move_subscriptions(&ring);
+            // Sends at nodes that left the ring go out again to the new
+            // owners; sends waiting for an owner may go now.
+            self.flush_in_flight();
             let departed: Vec<String> = self
                 .inner
                 .links
@@ -374,8 +372,13 @@ impl Links {
                     tracing::debug!(node = %link.node.id, %status, "link attempt failed");
                 }
             }
-            link.up.send_replace(false);
+            let was_up = link.up.send_replace(false);
             *link.outbound.lock().expect("link lock") = None;
+            if was_up {
+                // What was forwarded on the broken stream may never be
+                // answered: it goes out again (the owner dedupes).
+                self.node_lost(&link.node.id);
+            }
             let delay = reconnect.next_delay(Instant::now(), rand::random());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -406,6 +409,7 @@ impl Links {
         tracing::info!(node = %link.node.id, "link up");
         metrics::counter!("turbochat_link_connects_total").increment(1);
         self.resubscribe(link, &tx).await;
+        self.flush_waiting();
 
         let shutdown = link.stop.clone();
         loop {
@@ -493,6 +497,11 @@ impl Links {
                                     }));
                             }
                         }
+                        Followup::Answered { session_id } => {
+                            if let Some(session) = self.inner.sessions.get(session_id) {
+                                self.flush(&session, conversation);
+                            }
+                        }
                         Followup::None => {}
                     }
                 }
@@ -544,7 +553,8 @@ impl Links {
         }
     }
 
-    /// A node refused a frame for a conversation it does not own. Send it to
+    /// A node refused a frame for a conversation it does not own. A send
+    /// goes back into its lane (see `lanes.rs`). Other frames go to
     /// the owner our ring names — at once if that is another node; after a
     /// pause if it is the same node (the node's ring is behind or ahead of
     /// ours and will converge). A frame redirected too often is answered
@@ -557,9 +567,14 @@ impl Links {
         let Some(mut frame) = redirect.frame else {
             return;
         };
-        let links = self.clone();
         let from = from.map(|l| l.node.id.clone()).unwrap_or_default();
         let session_id = redirect.session_id;
+        if let Some(router_frame::Frame::Send(send)) = &frame.frame {
+            // Sends keep their lane's order: the lane sends it again.
+            self.redirect_send(&from, session_id, conversation, &send.client_msg_id);
+            return;
+        }
+        let links = self.clone();
         // A subscription is state the router keeps: it keeps trying (for
         // up to a minute) while views converge. Other frames give up sooner
         // and the client retries.
@@ -590,14 +605,10 @@ impl Links {
             }
             tracing::warn!(%conversation, session_id, "no owner accepted a redirected frame");
             if let Some(session) = links.inner.sessions.get(session_id) {
-                let client_msg_id = match &frame.frame {
-                    Some(router_frame::Frame::Send(send)) => Some(send.client_msg_id.clone()),
-                    _ => None,
-                };
                 let error = ServerFrame::Error {
                     code: ErrorCode::Unavailable,
                     message: "conversation is moving between nodes; retry".into(),
-                    client_msg_id,
+                    client_msg_id: None,
                     conversation_id: Some(conversation),
                     retry_after_ms: None,
                 };

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::link::{Deliver, DeliverKind};
+
+use crate::lanes::Lanes;
 
 /// What a session's write task sends.
 #[derive(Debug)]
@@ -51,6 +53,8 @@ pub struct Session {
     cursors: Mutex<HashMap<ConversationId, Cursor>>,
     /// Nodes this session was registered at as its user's home.
     homes: Mutex<std::collections::HashSet<String>>,
+    /// Its sends in flight, per conversation (see `lanes.rs`).
+    lanes: Mutex<Lanes>,
     /// Cancelled when the session must close now, skipping what is queued
     /// (a slow consumer); the close frame is in `close_now`.
     pub closing: CancellationToken,
@@ -69,6 +73,12 @@ pub enum Followup {
     /// closed while the link was down): tell the node to drop it.
     Gone {
         /// The unknown session.
+        session_id: u64,
+    },
+    /// The owner answered one of this session's sends: its lane may send
+    /// what waited behind it.
+    Answered {
+        /// The session.
         session_id: u64,
     },
     /// Re-subscribe this session from this seq (a gap was seen).
@@ -127,6 +137,11 @@ impl Session {
     /// The close frame a [`Session::close_now`] asked for.
     pub fn close_reason(&self) -> Option<(u16, String)> {
         self.close_now.lock().expect("close lock").clone()
+    }
+
+    /// Its sends in flight.
+    pub fn lanes(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().expect("lanes lock")
     }
 
     /// Records a subscription; returns whether it is new.
@@ -218,9 +233,22 @@ impl Session {
         conversation: ConversationId,
         kind: DeliverKind,
         seq: Seq,
+        client_msg_id: &str,
         text: &Utf8Bytes,
     ) -> Followup {
         match kind {
+            DeliverKind::Ack | DeliverKind::Error if !client_msg_id.is_empty() => {
+                // The answer to a send: forwarded once, whichever copy of
+                // the send (sent again after a lost node) it answers.
+                if !self.lanes().answered(&conversation, client_msg_id) {
+                    metrics::counter!("turbochat_router_duplicate_answers_total").increment(1);
+                    return Followup::None;
+                }
+                self.push(text.clone());
+                return Followup::Answered {
+                    session_id: self.id,
+                };
+            }
             DeliverKind::Message => {
                 let mut cursors = self.cursors.lock().expect("cursor lock");
                 let Some(cursor) = cursors.get_mut(&conversation) else {
@@ -302,6 +330,7 @@ impl Sessions {
             out,
             cursors: Mutex::new(HashMap::new()),
             homes: Mutex::new(std::collections::HashSet::new()),
+            lanes: Mutex::new(Lanes::default()),
             closing: CancellationToken::new(),
             close_now: Mutex::new(None),
         });
@@ -356,11 +385,33 @@ impl Sessions {
                 }
                 continue;
             };
-            match session.deliver(conversation, kind, deliver.seq, &text) {
+            let client_msg_id = if deliver.client_msg_id.is_empty()
+                && matches!(kind, DeliverKind::Ack | DeliverKind::Error)
+            {
+                // A node from before answers named their send: read it
+                // from the frame (only while a cluster is upgraded).
+                answered_send(&text)
+            } else {
+                deliver.client_msg_id.clone()
+            };
+            match session.deliver(conversation, kind, deliver.seq, &client_msg_id, &text) {
                 Followup::None => {}
                 other => followups.push((conversation, other)),
             }
         }
         followups
     }
+}
+
+/// The `client_msg_id` an `ack` or `error` frame names, if any.
+fn answered_send(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        client_msg_id: Option<String>,
+    }
+    serde_json::from_str::<Named>(text)
+        .ok()
+        .and_then(|n| n.client_msg_id)
+        .unwrap_or_default()
 }

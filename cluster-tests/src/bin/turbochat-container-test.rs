@@ -147,6 +147,7 @@ async fn scenario(cluster: &mut ContainerCluster, nodes: usize) -> Result<(), Cl
         conversations: 8,
         interval: Duration::from_millis(100),
         ack_timeout: Duration::from_secs(2),
+        ..Shape::default()
     };
     let traffic = Traffic::start(&cluster.router_urls(), shape).await;
     traffic.wait_for_acks(100, Duration::from_secs(30)).await;

@@ -36,10 +36,6 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// descriptor and no kernel buffer for longer.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// How long a send waits for its owner's link to come up before it is
-/// answered `unavailable`.
-const LINK_WAIT: Duration = Duration::from_secs(1);
-
 /// Runs a session until the client leaves, misbehaves, or the router stops.
 pub async fn run(app: App, claims: Claims, socket: WebSocket) {
     let (out_tx, out_rx) = mpsc::channel(app.inner.limits.session_queue);
@@ -193,7 +189,7 @@ impl Reader {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                    Some(Ok(Message::Text(text))) => self.on_text(&text),
                     Some(Ok(Message::Binary(_))) => {
                         self.error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text");
                     }
@@ -225,7 +221,7 @@ impl Reader {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
+    fn on_text(&mut self, text: &str) {
         metrics::counter!("turbochat_frames_received_total").increment(1);
         if let Err(not_until) = self.frames.check() {
             metrics::counter!("turbochat_frames_rate_limited_total").increment(1);
@@ -264,16 +260,13 @@ impl Reader {
                 kind,
                 body,
                 media_key,
-            } => {
-                self.send(
-                    conversation_id,
-                    client_msg_id,
-                    kind.as_str(),
-                    body,
-                    media_key,
-                )
-                .await
-            }
+            } => self.send(
+                conversation_id,
+                client_msg_id,
+                kind.as_str(),
+                body,
+                media_key,
+            ),
             ClientFrame::Subscribe {
                 conversation_id,
                 since,
@@ -317,7 +310,7 @@ impl Reader {
         }
     }
 
-    async fn send(
+    fn send(
         &self,
         conversation_id: ConversationId,
         client_msg_id: String,
@@ -352,17 +345,6 @@ impl Reader {
         let Some(owner) = self.app.inner.links.owner(&conversation_id) else {
             return refuse(ErrorCode::Unavailable, "no node is available", None);
         };
-        // A node that just (re)joined may not be linked yet: hold the send
-        // (this session's next frames wait behind it) until the link is up,
-        // briefly, rather than answer `unavailable` at once.
-        if !owner.is_up() && !owner.wait_up(LINK_WAIT).await {
-            metrics::counter!("turbochat_sends_unavailable_total").increment(1);
-            return refuse(
-                ErrorCode::Unavailable,
-                "conversation owner unreachable; retry",
-                None,
-            );
-        }
         // With traces on, this send's span is the root of its trace; the
         // owner node joins it through `traceparent`.
         let traceparent = if turbochat_service::telemetry::traces_on() {
@@ -371,7 +353,7 @@ impl Reader {
         } else {
             String::new()
         };
-        let frame = router_frame::Frame::Send(link::Send {
+        let send = link::Send {
             session_id: self.session.id,
             user_id: self.user_id.clone(),
             conversation_id: conversation_id.to_string(),
@@ -380,14 +362,16 @@ impl Reader {
             body,
             media_key,
             traceparent,
-        });
-        if owner.send(frame).is_err() {
-            metrics::counter!("turbochat_sends_unavailable_total").increment(1);
-            refuse(
-                ErrorCode::Unavailable,
-                "conversation owner unreachable; retry",
-                None,
-            );
+        };
+        // Its lane forwards it in order, and answers for it whatever
+        // happens to the node it goes to (see `lanes.rs`).
+        if let Err(err) = self
+            .app
+            .inner
+            .links
+            .forward_send(&self.session, conversation_id, send)
+        {
+            refuse(ErrorCode::RateLimited, &err.to_string(), Some(100));
         }
     }
 

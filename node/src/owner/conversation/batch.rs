@@ -235,12 +235,13 @@ impl Owner<'_> {
             message_id: message.message_id,
             created_at: message.created_at,
         };
-        send.link.to_session(
+        send.link.answer(
             send.session_id,
             self.id,
             message.seq,
             DeliverKind::Ack,
             &ack,
+            message.client_msg_id.clone(),
         );
     }
 }
