@@ -52,6 +52,17 @@ fn report(scenario: &str, figures: &Figures, pauses: &[(&str, Duration, Duration
         .map(|(step, pause, bound)| format!("{step}-pause {pause:?} (bound {bound:?})"))
         .collect();
     println!("[{scenario}] {figures} {}", steps.join(" "));
+    check(scenario, figures);
+    for (step, pause, bound) in pauses {
+        assert!(
+            pause <= bound,
+            "{scenario}: {step} paused a conversation {pause:?}"
+        );
+    }
+}
+
+/// Loss, order and answers.
+fn check(scenario: &str, figures: &Figures) {
     assert_eq!(figures.lost, 0, "{scenario}: lost messages");
     assert_eq!(figures.acked, figures.sent, "{scenario}: every send acked");
     assert_eq!(figures.stored, figures.acked, "{scenario}: stored once");
@@ -64,12 +75,6 @@ fn report(scenario: &str, figures: &Figures, pauses: &[(&str, Duration, Duration
         figures.timeouts, 0,
         "{scenario}: every send answered within the client's timeout"
     );
-    for (step, pause, bound) in pauses {
-        assert!(
-            pause <= bound,
-            "{scenario}: {step} paused a conversation {pause:?}"
-        );
-    }
 }
 
 async fn start() -> (Cluster, Traffic) {
@@ -187,7 +192,7 @@ async fn a_router_killed() {
 /// checked for loss, order and answers, but not for the pause.
 fn report_unbounded(scenario: &str, figures: &Figures, step: &str, pause: Duration) {
     println!("[{scenario}] {figures} {step}-pause {pause:?} (no bound yet)");
-    report(scenario, figures, &[]);
+    check(scenario, figures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
