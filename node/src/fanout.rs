@@ -103,6 +103,8 @@ pub struct Routers {
 struct RoutersInner {
     slots: DashMap<(String, u64), u64>,
     streams: DashMap<u64, Stream>,
+    /// When each router was last heard on the bus (by slot).
+    heard_on_bus: DashMap<u64, std::time::Instant>,
     next: AtomicU64,
     bus: Option<Bus>,
 }
@@ -114,6 +116,7 @@ impl Routers {
             inner: Arc::new(RoutersInner {
                 slots: DashMap::new(),
                 streams: DashMap::new(),
+                heard_on_bus: DashMap::new(),
                 next: AtomicU64::new(1),
                 bus,
             }),
@@ -144,6 +147,33 @@ impl Routers {
             routers: self.clone(),
         };
         (link, number)
+    }
+
+    /// The address of router `(id, incarnation)` when it speaks over the
+    /// bus: the same as its stream's, so subscriptions made either way are
+    /// one; answers go by its stream if any, else by the bus.
+    pub fn heard_on_bus(&self, router_id: &str, incarnation: u64) -> RouterLink {
+        let slot = *self
+            .inner
+            .slots
+            .entry((router_id.to_string(), incarnation))
+            .or_insert_with(|| self.inner.next.fetch_add(1, Ordering::Relaxed));
+        self.inner
+            .heard_on_bus
+            .insert(slot, std::time::Instant::now());
+        RouterLink {
+            slot,
+            router_id: Arc::from(router_id),
+            routers: self.clone(),
+        }
+    }
+
+    /// Whether the router of `link` spoke over the bus after `since`.
+    pub fn heard_on_bus_since(&self, link: &RouterLink, since: std::time::Instant) -> bool {
+        self.inner
+            .heard_on_bus
+            .get(&link.slot)
+            .is_some_and(|at| *at > since)
     }
 
     /// Forgets stream `number` of `link` if it is still the current one.

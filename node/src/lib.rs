@@ -196,6 +196,10 @@ pub async fn run(
             shutdown: shutdown.clone(),
         },
     );
+    tasks.spawn(
+        link.clone()
+            .listen_bus(config.bus.clone(), config.node.id.clone()),
+    );
     let grpc = tasks.spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -281,9 +285,25 @@ pub async fn run(
     }
 }
 
+/// How long after a node vanished without leaving (a crash, or a split)
+/// the owners with subscribers read others' writes from the store.
+const SPLIT_WATCH: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often they read them meanwhile.
+const SPLIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Releases owner tasks whose conversations moved away on a ring change,
 /// and every owner task when the cluster declared this node down (its hot
 /// state may be stale: others owned its conversations meanwhile).
+///
+/// When views of the membership disagree (a gossip-only partition), both
+/// sides own the vanished side's conversations: availability first, with
+/// the store's `(conversation, seq)` uniqueness fencing the writes, so no
+/// seq is shared and nothing acked is lost. Fan-out then reaches only the
+/// writer's own subscribers, so for [`SPLIT_WATCH`] after a node vanished
+/// without leaving (or we were declared down) every owner with subscribers
+/// reads what others wrote every [`SPLIT_POLL`] and fans it out: receivers
+/// on either side see every message within about that. A crash costs the
+/// same reads, for nothing, for a while.
 async fn release_on_change(
     mut view: tokio::sync::watch::Receiver<turbochat_cluster::ClusterView>,
     ring: RingView,
@@ -293,8 +313,16 @@ async fn release_on_change(
 ) {
     let mut rings = ring.subscribe();
     let mut declared_down = view.borrow().times_declared_down;
+    let mut nodes = active_nodes(&view.borrow());
+    let mut watch_until: Option<tokio::time::Instant> = None;
+    let mut poll = tokio::time::interval(SPLIT_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let watching = watch_until.is_some_and(|until| tokio::time::Instant::now() < until);
         tokio::select! {
+            _ = poll.tick(), if watching => {
+                owners.poll_all();
+            }
             changed = rings.changed() => {
                 if changed.is_err() { return }
                 let released = owners.release_unless(|c| ownership.owns(c));
@@ -305,7 +333,21 @@ async fn release_on_change(
             }
             changed = view.changed() => {
                 if changed.is_err() { return }
-                let now = view.borrow_and_update().times_declared_down;
+                let current = view.borrow_and_update().clone();
+                let now_nodes = active_nodes(&current);
+                let vanished: Vec<&String> = nodes.difference(&now_nodes).collect();
+                let now = current.times_declared_down;
+                let vanished_without_leaving = vanished
+                    .iter()
+                    .any(|id| !current.members.contains_key(id.as_str()));
+                if vanished_without_leaving || now != declared_down {
+                    if !watching {
+                        tracing::info!(?vanished, "a node vanished without leaving: owners read others' writes for a while");
+                        metrics::counter!("turbochat_split_watches_total").increment(1);
+                    }
+                    watch_until = Some(tokio::time::Instant::now() + SPLIT_WATCH);
+                }
+                nodes = now_nodes;
                 if now != declared_down {
                     declared_down = now;
                     // Others took our conversations meanwhile: give up those
@@ -339,4 +381,16 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Ids of the active nodes in a view.
+fn active_nodes(view: &turbochat_cluster::ClusterView) -> std::collections::BTreeSet<String> {
+    view.members
+        .values()
+        .filter(|m| {
+            m.role == turbochat_cluster::Role::Node
+                && m.state == turbochat_cluster::MemberState::Active
+        })
+        .map(|m| m.id.clone())
+        .collect()
 }

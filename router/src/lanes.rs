@@ -22,13 +22,19 @@ use std::time::{Duration, Instant};
 use turbochat_protocol::ids::ConversationId;
 use turbochat_protocol::link;
 
+pub use crate::link::Path;
+
+/// A client's second copy of a send that went out this long ago goes out
+/// again.
+const RESEND_AFTER: Duration = Duration::from_secs(2);
+
 /// What a lane needs to know of the cluster, as this router sees it now.
 pub trait Route {
     /// The node the ring names as the conversation's owner.
     fn owner(&self, conversation: &ConversationId) -> Option<String>;
-    /// Whether frames sent to `node` now will reach it: it is on the ring
-    /// and its link is up.
-    fn usable(&self, node: &str) -> bool;
+    /// How frames sent to `node` now reach it, if they do: it is on the
+    /// ring, and its link is up or the fallback bus is there.
+    fn path(&self, node: &str) -> Option<Path>;
 }
 
 /// Where one send stands.
@@ -38,8 +44,13 @@ enum Place {
     /// instant: a redirect from a node our ring still names as owner waits
     /// a little for the views to converge).
     Waiting { not_before: Instant },
-    /// Forwarded to this node; its answer is awaited.
-    Sent { node: String },
+    /// Forwarded to this node, this way, at this instant; its answer is
+    /// awaited.
+    Sent {
+        node: String,
+        path: Path,
+        at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -106,6 +117,15 @@ impl Lanes {
         {
             // The client sent it again (its ack timeout, a retry after an
             // error for an earlier send): the copy in flight is answered.
+            // If it went out a while ago, it goes again (the owner dedupes):
+            // a copy lost on the bus must not stall the lane.
+            if let Some(entry) = lane.iter_mut().find(|e| {
+                e.send.client_msg_id == send.client_msg_id
+                    && matches!(e.place, Place::Sent { at, .. } if now.duration_since(at) >= RESEND_AFTER)
+            }) {
+                entry.place = Place::Waiting { not_before: now };
+                entry.waiting_since = now;
+            }
             return Ok(());
         }
         if self.in_flight >= limit {
@@ -196,7 +216,7 @@ impl Lanes {
         for (conversation, lane) in &mut self.lanes {
             let mut any = false;
             for entry in lane.iter_mut() {
-                if matches!(&entry.place, Place::Sent { node: at } if at == node) {
+                if matches!(&entry.place, Place::Sent { node: at, .. } if at == node) {
                     entry.place = Place::Waiting { not_before: now };
                     entry.waiting_since = now;
                     any = true;
@@ -220,13 +240,14 @@ impl Lanes {
             return Plan::default();
         };
         let owner = route.owner(conversation);
+        let owner_path = owner.as_deref().and_then(|o| route.path(o));
         let mut blocked = false;
         for entry in lane.iter_mut() {
-            if let Place::Sent { node } = &entry.place {
-                if owner.as_deref() == Some(node.as_str()) {
+            if let Place::Sent { node, path, .. } = &entry.place {
+                if owner.as_deref() == Some(node.as_str()) && owner_path == Some(*path) {
                     continue;
                 }
-                if route.usable(node) {
+                if route.path(node).is_some() {
                     blocked = true;
                 } else {
                     entry.place = Place::Waiting { not_before: now };
@@ -238,7 +259,7 @@ impl Lanes {
             lane.iter()
                 .any(|e| matches!(e.place, Place::Waiting { .. }))
         };
-        let Some(owner) = owner.filter(|o| !blocked && route.usable(o)) else {
+        let (Some(owner), Some(path), false) = (owner, owner_path, blocked) else {
             return Plan {
                 node: None,
                 sends: Vec::new(),
@@ -253,6 +274,8 @@ impl Lanes {
                 Place::Waiting { .. } => {
                     entry.place = Place::Sent {
                         node: owner.clone(),
+                        path,
+                        at: now,
                     };
                     sends.push(entry.send.clone());
                 }
@@ -338,6 +361,7 @@ mod tests {
     struct View {
         owner: RefCell<Option<String>>,
         usable: RefCell<HashSet<String>>,
+        bus: RefCell<bool>,
     }
 
     impl View {
@@ -356,8 +380,14 @@ mod tests {
         fn owner(&self, _: &ConversationId) -> Option<String> {
             self.owner.borrow().clone()
         }
-        fn usable(&self, node: &str) -> bool {
-            self.usable.borrow().contains(node)
+        fn path(&self, node: &str) -> Option<Path> {
+            if self.usable.borrow().contains(node) {
+                Some(Path::Link)
+            } else if *self.bus.borrow() {
+                Some(Path::Bus)
+            } else {
+                None
+            }
         }
     }
 
@@ -520,6 +550,33 @@ mod tests {
         assert_eq!(lanes.in_flight(), 1);
         assert!(lanes.answered(&c, "x"));
         assert!(!lanes.answered(&c, "x"));
+    }
+
+    #[test]
+    fn sends_go_over_the_bus_while_a_link_is_down_and_keep_their_order_when_it_is_back() {
+        let c = ConversationId::new_v4();
+        let now = Instant::now();
+        let view = View::new("n1", &["n1"]);
+        let mut lanes = lanes_with(c, &["a"], now);
+        lanes.plan(&c, &view, now);
+        // The link breaks; the bus is there: a goes again, over the bus.
+        *view.bus.borrow_mut() = true;
+        view.set("n1", &[]);
+        lanes.node_lost("n1", now);
+        assert_eq!(ids(&lanes.plan(&c, &view, now)), ["a"]);
+        lanes.push(c, send("b"), now, 100).unwrap();
+        assert_eq!(ids(&lanes.plan(&c, &view, now)), ["b"]);
+        // The link is back: c waits until what went over the bus is answered.
+        view.set("n1", &["n1"]);
+        lanes.push(c, send("c"), now, 100).unwrap();
+        assert!(lanes.plan(&c, &view, now).sends.is_empty());
+        assert!(lanes.answered(&c, "a"));
+        assert!(lanes.answered(&c, "b"));
+        assert_eq!(ids(&lanes.plan(&c, &view, now)), ["c"]);
+        // A client's copy of c sent long after goes out again.
+        lanes.push(c, send("c"), now + RESEND_AFTER, 100).unwrap();
+        assert_eq!(ids(&lanes.plan(&c, &view, now + RESEND_AFTER)), ["c"]);
+        assert_eq!(lanes.in_flight(), 1);
     }
 
     #[test]

@@ -140,10 +140,17 @@ pub async fn run(
     };
     let ring = RingView::new(Ring::new(static_nodes, vnodes));
     let sessions = Arc::new(Sessions::default());
+    let bus_out = config.bus.url().map(|url| {
+        (
+            turbochat_cluster::bus::Publisher::start(url, &tasks, shutdown.clone()),
+            config.bus.clone(),
+        )
+    });
     let links = Links::start(
         config.router.id.clone(),
         ring.clone(),
         sessions.clone(),
+        bus_out,
         tasks.clone(),
         shutdown.clone(),
     )?;

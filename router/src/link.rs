@@ -10,25 +10,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 use turbochat_backoff::{Backoff, Reconnect};
+use turbochat_cluster::bus::{BusConfig, Publisher};
 use turbochat_cluster::{NodeInfo, RingView};
-use turbochat_protocol::frame::ServerFrame;
 use turbochat_protocol::ids::{ConversationId, Seq};
 use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{
-    node_frame, router_frame, Hello, Redirect, RouterFrame, SessionClosed, SessionOpened,
-    Subscribe, Unsubscribe,
+    router_frame, BusRouterFrame, Hello, RouterFrame, SessionOpened, Subscribe, Unsubscribe,
 };
-use turbochat_protocol::ErrorCode;
 
-use crate::sessions::{Followup, Session, Sessions};
+use crate::sessions::{Session, Sessions};
 
 mod forward;
+mod inbound;
 
 pub use forward::{MAX_IN_FLIGHT, SEND_PATIENCE};
 
@@ -40,6 +40,24 @@ pub const LINK_QUEUE: usize = 16 * 1024;
 #[error("node link unavailable")]
 pub struct LinkDown;
 
+/// The way to a node over the fallback bus, when its stream is down.
+#[derive(Debug)]
+struct BusPath {
+    publisher: Publisher,
+    channel: String,
+    router_id: String,
+    incarnation: u64,
+}
+
+/// How a frame reaches a node now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Its `Attach` stream.
+    Link,
+    /// The fallback bus (the stream is down).
+    Bus,
+}
+
 /// One node's link.
 #[derive(Debug)]
 pub struct NodeLink {
@@ -47,6 +65,7 @@ pub struct NodeLink {
     pub node: NodeInfo,
     channel: Channel,
     outbound: Mutex<Option<mpsc::Sender<RouterFrame>>>,
+    bus: Option<BusPath>,
     /// Whether the stream is connected.
     up: tokio::sync::watch::Sender<bool>,
     /// Cut the reconnect backoff short: the node (re)joined, or sends are
@@ -65,12 +84,35 @@ impl NodeLink {
         })
     }
 
-    /// Queues a whole frame (keeping its redirect count).
+    /// Queues a whole frame (keeping its redirect count): on the stream,
+    /// or, while it is down, on the node's bus channel.
     pub fn send_frame(&self, frame: RouterFrame) -> Result<(), LinkDown> {
         let outbound = self.outbound.lock().expect("link lock").clone();
-        match outbound {
-            Some(tx) => tx.try_send(frame).map_err(|_| LinkDown),
-            None => Err(LinkDown),
+        match (outbound, &self.bus) {
+            (Some(tx), _) => tx.try_send(frame).map_err(|_| LinkDown),
+            (None, Some(bus)) => {
+                let envelope = BusRouterFrame {
+                    router_id: bus.router_id.clone(),
+                    incarnation: bus.incarnation,
+                    frame: Some(frame),
+                };
+                bus.publisher
+                    .publish(bus.channel.clone(), envelope.encode_to_vec())
+                    .then_some(())
+                    .ok_or(LinkDown)
+            }
+            (None, None) => Err(LinkDown),
+        }
+    }
+
+    /// How frames reach the node now, if they can.
+    pub fn path(&self) -> Option<Path> {
+        if self.is_up() {
+            Some(Path::Link)
+        } else if self.bus.is_some() {
+            Some(Path::Bus)
+        } else {
+            None
         }
     }
 
@@ -104,6 +146,8 @@ struct Inner {
     incarnation: u64,
     links: DashMap<String, Arc<NodeLink>>,
     sessions: Arc<Sessions>,
+    /// The fallback bus, to reach nodes whose stream is down.
+    bus: Option<(Publisher, BusConfig)>,
     /// Lanes with sends waiting at the router: (session, conversation).
     waiting: dashmap::DashSet<(u64, ConversationId)>,
     ring: RingView,
@@ -119,6 +163,7 @@ impl Links {
         router_id: String,
         ring: RingView,
         sessions: Arc<Sessions>,
+        bus: Option<(Publisher, BusConfig)>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
@@ -129,6 +174,7 @@ impl Links {
                 links: DashMap::new(),
                 sessions,
                 waiting: dashmap::DashSet::new(),
+                bus,
                 ring: ring.clone(),
                 tasks,
                 shutdown,
@@ -303,6 +349,12 @@ impl Links {
             node: node.clone(),
             channel,
             outbound: Mutex::new(None),
+            bus: self.inner.bus.as_ref().map(|(publisher, config)| BusPath {
+                publisher: publisher.clone(),
+                channel: config.node_channel(&node.id),
+                router_id: self.inner.router_id.clone(),
+                incarnation: self.inner.incarnation,
+            }),
             up: tokio::sync::watch::Sender::new(false),
             wake: tokio::sync::Notify::new(),
             stop: self.inner.shutdown.child_token(),
@@ -376,8 +428,13 @@ impl Links {
             *link.outbound.lock().expect("link lock") = None;
             if was_up {
                 // What was forwarded on the broken stream may never be
-                // answered: it goes out again (the owner dedupes).
+                // answered: it goes out again (the owner dedupes) — over
+                // the bus, if there is one, with the subscriptions, from
+                // their cursors: the owner replays exactly what was lost.
                 self.node_lost(&link.node.id);
+                if link.bus.is_some() {
+                    self.resubscribe_over_bus(&link);
+                }
             }
             let delay = reconnect.next_delay(Instant::now(), rand::random());
             tokio::select! {
@@ -409,6 +466,10 @@ impl Links {
         tracing::info!(node = %link.node.id, "link up");
         metrics::counter!("turbochat_link_connects_total").increment(1);
         self.resubscribe(link, &tx).await;
+        // What went to this node over the bus meanwhile may have been lost
+        // there (a node subscribes to its channel only once it runs): it
+        // goes again on the stream, in order (the owner dedupes).
+        self.node_lost(&link.node.id);
         self.flush_waiting();
 
         let shutdown = link.stop.clone();
@@ -428,6 +489,37 @@ impl Links {
                     return Err(status);
                 }
             }
+        }
+    }
+
+    /// Subscribes again, over the bus, every session whose cursor names
+    /// this node (its stream just broke), and registers its homes there.
+    fn resubscribe_over_bus(&self, link: &NodeLink) {
+        let ring = self.inner.ring.current();
+        let mut count = 0usize;
+        for session in self.inner.sessions.all() {
+            if ring
+                .home_of(&session.user_id)
+                .is_some_and(|h| h.id == link.node.id)
+            {
+                let _ = link.send(router_frame::Frame::SessionOpened(SessionOpened {
+                    session_id: session.id,
+                    user_id: session.user_id.clone(),
+                }));
+            }
+            for (conversation, cursor) in session.cursors() {
+                if cursor.node != link.node.id {
+                    continue;
+                }
+                let frame =
+                    subscribe_frame(session.id, &session.user_id, conversation, cursor.last_seq);
+                if link.send_frame(frame).is_ok() {
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            tracing::info!(node = %link.node.id, subscriptions = count, "stream down: re-subscribed over the bus");
         }
     }
 
@@ -467,154 +559,6 @@ impl Links {
         if count > 0 {
             tracing::info!(node = %link.node.id, subscriptions = count, "re-subscribed sessions");
         }
-    }
-
-    /// Handles a frame from a node, whether it came over the node's link
-    /// (`from`) or over the fallback bus (`None`).
-    pub fn on_node_frame(&self, from: Option<&NodeLink>, frame: Option<node_frame::Frame>) {
-        match frame {
-            Some(node_frame::Frame::Deliver(deliver)) => {
-                for (conversation, followup) in self.inner.sessions.deliver(deliver) {
-                    match followup {
-                        Followup::Resubscribe {
-                            session_id,
-                            user_id,
-                            since,
-                        } => {
-                            tracing::debug!(session_id, %conversation, since, "gap seen; re-subscribing");
-                            self.resubscribe_one(session_id, &user_id, conversation, since);
-                        }
-                        Followup::Gone { session_id } => {
-                            let node = from
-                                .map(|l| l.node.id.clone())
-                                .or_else(|| self.owner(&conversation).map(|l| l.node.id.clone()));
-                            if let Some(link) = node.and_then(|id| self.node(&id)) {
-                                let _ =
-                                    link.send(router_frame::Frame::SessionClosed(SessionClosed {
-                                        session_id,
-                                        user_id: String::new(),
-                                        conversation_id: Some(conversation.to_string()),
-                                    }));
-                            }
-                        }
-                        Followup::Answered { session_id } => {
-                            if let Some(session) = self.inner.sessions.get(session_id) {
-                                self.flush(&session, conversation);
-                            }
-                        }
-                        Followup::None => {}
-                    }
-                }
-            }
-            Some(node_frame::Frame::Redirect(redirect)) => self.redirect(from, redirect),
-            Some(node_frame::Frame::Resubscribe(resubscribe)) => {
-                let Ok(conversation) = resubscribe.conversation_id.parse::<ConversationId>() else {
-                    return;
-                };
-                metrics::counter!("turbochat_router_resubscribes_total")
-                    .increment(resubscribe.session_ids.len() as u64);
-                for session_id in resubscribe.session_ids {
-                    let Some(session) = self.inner.sessions.get(session_id) else {
-                        continue;
-                    };
-                    let Some(cursor) = session.cursor(&conversation) else {
-                        continue;
-                    };
-                    // From the last seq forwarded: the owner replays the rest.
-                    let since = cursor.last_seq.unwrap_or(0);
-                    self.resubscribe_one(session_id, &session.user_id, conversation, since);
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// Re-subscribes at the node the session's cursor names now (which may
-    /// differ from the link the gap was seen on, during a hand-over).
-    fn resubscribe_one(
-        &self,
-        session_id: u64,
-        user_id: &str,
-        conversation: ConversationId,
-        since: Seq,
-    ) {
-        let Some(session) = self.inner.sessions.get(session_id) else {
-            return;
-        };
-        let Some(cursor) = session.cursor(&conversation) else {
-            return;
-        };
-        if let Some(node) = self.node(&cursor.node) {
-            if let Some(frame) =
-                subscribe_frame(session_id, user_id, conversation, Some(since)).frame
-            {
-                let _ = node.send(frame);
-            }
-        }
-    }
-
-    /// A node refused a frame for a conversation it does not own. A send
-    /// goes back into its lane (see `lanes.rs`). Other frames go to
-    /// the owner our ring names — at once if that is another node; after a
-    /// pause if it is the same node (the node's ring is behind or ahead of
-    /// ours and will converge). A frame redirected too often is answered
-    /// `unavailable`.
-    fn redirect(&self, from: Option<&NodeLink>, redirect: Redirect) {
-        metrics::counter!("turbochat_router_redirects_total").increment(1);
-        let Ok(conversation) = redirect.conversation_id.parse::<ConversationId>() else {
-            return;
-        };
-        let Some(mut frame) = redirect.frame else {
-            return;
-        };
-        let from = from.map(|l| l.node.id.clone()).unwrap_or_default();
-        let session_id = redirect.session_id;
-        if let Some(router_frame::Frame::Send(send)) = &frame.frame {
-            // Sends keep their lane's order: the lane sends it again.
-            self.redirect_send(&from, session_id, conversation, &send.client_msg_id);
-            return;
-        }
-        let links = self.clone();
-        // A subscription is state the router keeps: it keeps trying (for
-        // up to a minute) while views converge. Other frames give up sooner
-        // and the client retries.
-        let limit = match &frame.frame {
-            Some(router_frame::Frame::Subscribe(_)) => MAX_SUBSCRIBE_REDIRECTS,
-            _ => MAX_REDIRECTS,
-        };
-        let tasks = self.inner.tasks.clone();
-        tasks.spawn(async move {
-            frame.redirects += 1;
-            if frame.redirects <= limit {
-                let same = links
-                    .owner(&conversation)
-                    .is_none_or(|owner| owner.node.id == from);
-                if same {
-                    tokio::time::sleep(REDIRECT_PAUSE).await;
-                }
-                if let Some(owner) = links.owner(&conversation) {
-                    if let Some(router_frame::Frame::Subscribe(_)) = &frame.frame {
-                        if let Some(session) = links.inner.sessions.get(session_id) {
-                            session.move_cursor(&conversation, &owner.node.id);
-                        }
-                    }
-                    if owner.send_frame(frame.clone()).is_ok() {
-                        return;
-                    }
-                }
-            }
-            tracing::warn!(%conversation, session_id, "no owner accepted a redirected frame");
-            if let Some(session) = links.inner.sessions.get(session_id) {
-                let error = ServerFrame::Error {
-                    code: ErrorCode::Unavailable,
-                    message: "conversation is moving between nodes; retry".into(),
-                    client_msg_id: None,
-                    conversation_id: Some(conversation),
-                    retry_after_ms: None,
-                };
-                session.push(error.to_json().into());
-            }
-        });
     }
 }
 

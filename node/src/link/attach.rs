@@ -73,16 +73,11 @@ impl AttachReader {
         }
         cut.cancel();
         self.routers.detach(&self.link, self.number);
-        // Frames in flight on the dead stream are lost from that path:
-        // owners re-send their recent tail (over the bus, if any).
-        for conversation in self.sessions.values().flatten() {
-            let _ = self.owners.dispatch(
-                *conversation,
-                Command::LinkLost {
-                    link_id: self.link.id(),
-                },
-            );
-        }
+        // Frames in flight on the dead stream are lost from that path: the
+        // router subscribes its sessions again from their cursors (over the
+        // bus at once, if there is one; else when it reconnects), and the
+        // owners replay exactly what they missed.
+        let detached_at = std::time::Instant::now();
         metrics::gauge!("turbochat_link_routers").decrement(1.0);
         tracing::info!(router = %self.link.router_id(), link = self.link.id(), "router detached");
         // Keep the router's subscriptions for a grace period: owners keep
@@ -93,7 +88,8 @@ impl AttachReader {
             // Stopping: nothing left to purge for.
             _ = shutdown.cancelled() => return,
         }
-        if self.link.is_connected() {
+        if self.link.is_connected() || self.routers.heard_on_bus_since(&self.link, detached_at) {
+            // Back, or still with us over the bus: its subscriptions stand.
             return;
         }
         for (session_id, user) in self.home_sessions.drain() {
@@ -116,7 +112,7 @@ impl AttachReader {
         tracing::info!(router = %self.link.router_id(), purged, "router stayed away; subscriptions purged");
     }
 
-    fn handle(&mut self, frame: RouterFrame) {
+    pub(super) fn handle(&mut self, frame: RouterFrame) {
         if let Some((session_id, conversation)) = routed_target(&frame) {
             if !self.ownership.owns(&conversation) {
                 metrics::counter!("turbochat_node_redirects_total").increment(1);

@@ -37,6 +37,7 @@ use crate::refusal::Refusal;
 use crate::user_events::UserEvents;
 
 mod attach;
+mod bus_in;
 mod create;
 
 use self::attach::AttachReader;
@@ -84,6 +85,23 @@ impl LinkService {
             link_grace,
             store,
             shutdown,
+        }
+    }
+}
+
+impl LinkService {
+    /// A reader of one router's frames arriving for `link` (stream `number`).
+    fn reader(&self, link: crate::fanout::RouterLink, number: u64) -> AttachReader {
+        AttachReader {
+            events: self.events.clone(),
+            home_sessions: HashMap::new(),
+            link,
+            number,
+            routers: self.routers.clone(),
+            grace: self.link_grace,
+            owners: self.owners.clone(),
+            ownership: self.ownership.clone(),
+            sessions: HashMap::new(),
         }
     }
 }
@@ -138,17 +156,7 @@ impl Link for LinkService {
             .attach(&router_id, incarnation, tx, cut.clone());
         tracing::info!(router = %router_id, link = link.id(), "router attached");
         metrics::gauge!("turbochat_link_routers").increment(1.0);
-        let reader = AttachReader {
-            events: self.events.clone(),
-            home_sessions: HashMap::new(),
-            link,
-            number,
-            routers: self.routers.clone(),
-            grace: self.link_grace,
-            owners: self.owners.clone(),
-            ownership: self.ownership.clone(),
-            sessions: HashMap::new(),
-        };
+        let reader = self.reader(link, number);
         let span = tracing::info_span!("attach", router = %router_id);
         let outbound = Outbound::new(rx, &reader.link).take_until(cut.clone().cancelled_owned());
         let shutdown = self.shutdown.clone();

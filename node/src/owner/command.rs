@@ -55,14 +55,6 @@ pub enum Command {
     },
     /// The conversation's participants changed in the store: reload them.
     Refresh,
-    /// A router's stream died. Frames that were in flight on it are lost
-    /// from that path, so the owner re-sends its recent messages to that
-    /// router's sessions (they now go over the fallback bus, if any; the
-    /// router's cursors drop what it already had).
-    LinkLost {
-        /// The router's link id.
-        link_id: u64,
-    },
     /// This node no longer owns the conversation (ring change): finish the
     /// in-flight batch, redirect queued sends, drop subscribers and state,
     /// stop.
@@ -72,6 +64,11 @@ pub enum Command {
     /// what it wrote and fan it out to our subscribers, who would otherwise
     /// wait for our next write to notice.
     CatchUp,
+    /// Like `CatchUp`, but only if the owner has subscribers: while the
+    /// cluster may be split (a member vanished without leaving), owners on
+    /// both sides may write, and each reads the other's writes from the
+    /// store for its subscribers (see `split_watch` in lib.rs).
+    Poll,
 }
 
 /// A `send` on its way to the store.

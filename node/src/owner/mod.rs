@@ -114,7 +114,7 @@ impl Owners {
                 | Command::Refresh
                 | Command::Release
                 | Command::CatchUp
-                | Command::LinkLost { .. }
+                | Command::Poll
         );
         let mut command = command;
         loop {
@@ -185,6 +185,16 @@ impl Owners {
         let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
         for mailbox in &mailboxes {
             let _ = mailbox.tx.send(Command::CatchUp);
+        }
+        mailboxes.len()
+    }
+
+    /// Asks every running owner task with subscribers to read what others
+    /// wrote (see [`Command::Poll`]). Returns how many were asked.
+    pub fn poll_all(&self) -> usize {
+        let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
+        for mailbox in &mailboxes {
+            let _ = mailbox.tx.send(Command::Poll);
         }
         mailboxes.len()
     }

@@ -17,7 +17,7 @@ use turbochat_protocol::ids::ConversationId;
 use turbochat_protocol::link::{self, router_frame};
 use turbochat_protocol::ErrorCode;
 
-use super::{Links, MAX_REDIRECTS, REDIRECT_PAUSE};
+use super::{Links, Path, MAX_REDIRECTS, REDIRECT_PAUSE};
 use crate::lanes::{LaneError, Lanes, Redirected, Route};
 use crate::sessions::Session;
 
@@ -42,9 +42,11 @@ impl Route for Now<'_> {
         self.ring.owner_of(conversation).map(|n| n.id.clone())
     }
 
-    fn usable(&self, node: &str) -> bool {
-        self.ring.nodes().iter().any(|n| n.id == node)
-            && self.links.node(node).is_some_and(|l| l.is_up())
+    fn path(&self, node: &str) -> Option<Path> {
+        if !self.ring.nodes().iter().any(|n| n.id == node) {
+            return None;
+        }
+        self.links.node(node)?.path()
     }
 }
 

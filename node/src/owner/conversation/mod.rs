@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use turbochat_protocol::ids::{ConversationId, UserId};
-use turbochat_protocol::link::DeliverKind;
 
 mod batch;
 mod reads;
@@ -283,7 +282,7 @@ impl Owner<'_> {
                 | Command::Refresh
                 | Command::Release
                 | Command::CatchUp
-                | Command::LinkLost { .. } => {}
+                | Command::Poll => {}
             }
         }
     }
@@ -341,6 +340,13 @@ impl Owner<'_> {
                 active,
             } => self.typing(state, link, session_id, user_id, active),
             Command::Release => {}
+            Command::Poll => {
+                if !state.writing && !state.links.is_empty() {
+                    if let Err(err) = self.catch_up(state).await {
+                        tracing::debug!(%err, "cannot read others' writes");
+                    }
+                }
+            }
             Command::CatchUp => {
                 // With a batch of ours in flight its outcome tells: it
                 // commits only if nobody wrote past us, else it catches up.
@@ -348,22 +354,6 @@ impl Owner<'_> {
                     if let Err(err) = self.catch_up(state).await {
                         tracing::warn!(%err, "cannot catch up after a ring change");
                     }
-                }
-            }
-            Command::LinkLost { link_id } => {
-                if let Some(subs) = state.links.get(&link_id) {
-                    let sessions: Vec<u64> = subs.sessions.keys().copied().collect();
-                    for (seq, payload) in &state.recent {
-                        subs.link.deliver(
-                            sessions.clone(),
-                            self.id,
-                            *seq,
-                            DeliverKind::Message,
-                            payload.clone(),
-                        );
-                    }
-                    metrics::counter!("turbochat_link_lost_resends_total")
-                        .increment(state.recent.len() as u64);
                 }
             }
             Command::Refresh => match self.owners.store().load_conversation(self.id).await {
