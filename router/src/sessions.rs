@@ -415,3 +415,114 @@ fn answered_send(text: &str) -> String {
         .and_then(|n| n.client_msg_id)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use turbochat_protocol::link;
+
+    use super::*;
+
+    fn deliver(conversation: ConversationId, session: u64, kind: DeliverKind, seq: Seq) -> Deliver {
+        Deliver {
+            session_ids: vec![session],
+            conversation_id: conversation.to_string(),
+            seq,
+            kind: kind as i32,
+            payload: bytes::Bytes::from(format!("{{\"seq\":{seq}}}")),
+            client_msg_id: String::new(),
+        }
+    }
+
+    fn received(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Ok(Outgoing::Text(text)) = rx.try_recv() {
+            texts.push(text.to_string());
+        }
+        texts
+    }
+
+    #[test]
+    fn a_cursor_drops_duplicates_and_asks_for_a_gap_again() {
+        let sessions = Sessions::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let session = sessions.open("bob".into(), tx);
+        let c = ConversationId::new_v4();
+        session.subscribe(
+            c,
+            Cursor {
+                last_seq: Some(0),
+                node: "n1".into(),
+                claimed: false,
+            },
+        );
+        let go = |seq| sessions.deliver(deliver(c, session.id, DeliverKind::Message, seq));
+        assert!(go(1).is_empty());
+        assert!(go(1).is_empty(), "a duplicate is dropped");
+        assert_eq!(received(&mut rx), ["{\"seq\":1}"]);
+        let followups = go(3);
+        assert_eq!(
+            followups,
+            vec![(
+                c,
+                Followup::Resubscribe {
+                    session_id: session.id,
+                    user_id: "bob".into(),
+                    since: 1
+                }
+            )],
+            "a gap is asked for again from the cursor"
+        );
+        assert!(
+            received(&mut rx).is_empty(),
+            "nothing past the gap is forwarded"
+        );
+        assert!(go(2).is_empty());
+        assert_eq!(received(&mut rx), ["{\"seq\":2}"]);
+        // A session the router no longer has: the node is told.
+        assert_eq!(
+            sessions.deliver(deliver(c, 999, DeliverKind::Message, 4)),
+            vec![(c, Followup::Gone { session_id: 999 })]
+        );
+    }
+
+    #[test]
+    fn a_send_is_answered_once_whatever_copy_is_answered() {
+        let sessions = Sessions::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let session = sessions.open("alice".into(), tx);
+        let c = ConversationId::new_v4();
+        let send = link::Send {
+            client_msg_id: "m-1".into(),
+            ..Default::default()
+        };
+        session.lanes().push(c, send, Instant::now(), 8).unwrap();
+        let mut ack = deliver(c, session.id, DeliverKind::Ack, 7);
+        ack.client_msg_id = "m-1".into();
+        assert_eq!(
+            sessions.deliver(ack.clone()),
+            vec![(
+                c,
+                Followup::Answered {
+                    session_id: session.id
+                }
+            )]
+        );
+        assert!(
+            sessions.deliver(ack).is_empty(),
+            "the second answer is dropped"
+        );
+        assert_eq!(received(&mut rx), ["{\"seq\":7}"]);
+        // An answer from a node that does not name its send: read from the frame.
+        let send = link::Send {
+            client_msg_id: "m-2".into(),
+            ..Default::default()
+        };
+        session.lanes().push(c, send, Instant::now(), 8).unwrap();
+        let mut old = deliver(c, session.id, DeliverKind::Ack, 8);
+        old.payload = bytes::Bytes::from_static(b"{\"type\":\"ack\",\"client_msg_id\":\"m-2\"}");
+        assert_eq!(sessions.deliver(old).len(), 1);
+        assert_eq!(session.lanes().in_flight(), 0);
+    }
+}
