@@ -31,7 +31,8 @@ pub struct Config {
     /// Media uploads (a local directory unless configured).
     #[serde(default)]
     pub media: crate::media::MediaConfig,
-    /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`).
+    /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`,
+    /// `[safety]`, `[moderation]`, `[admin]`).
     #[serde(default, rename = "node")]
     _node: serde::de::IgnoredAny,
     #[serde(default, rename = "store")]
@@ -40,6 +41,12 @@ pub struct Config {
     _owner: serde::de::IgnoredAny,
     #[serde(default, rename = "push")]
     _push: serde::de::IgnoredAny,
+    #[serde(default, rename = "safety")]
+    _safety: serde::de::IgnoredAny,
+    #[serde(default, rename = "moderation")]
+    _moderation: serde::de::IgnoredAny,
+    #[serde(default, rename = "admin")]
+    _admin: serde::de::IgnoredAny,
 }
 
 /// `[router]`.
@@ -68,6 +75,10 @@ pub struct RouterSection {
     /// announces itself anyway (`/readyz` stays 503 until they are up).
     #[serde(default = "default_ready_timeout", with = "humantime_serde")]
     pub ready_timeout: Duration,
+    /// How often the router reads the ban list from a node: a banned
+    /// user's sessions close, and their upgrades are refused, within this.
+    #[serde(default = "default_ban_poll", with = "humantime_serde")]
+    pub ban_poll: Duration,
 }
 
 /// `[auth]`: how tokens are verified. The algorithm is pinned: a token
@@ -171,6 +182,9 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_vnodes() -> usize {
     turbochat_cluster::ring::DEFAULT_VNODES
+}
+fn default_ban_poll() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_drain() -> Duration {
     Duration::from_secs(5)

@@ -165,6 +165,9 @@ impl Link for LinkService {
         let req = request.into_inner();
         async move {
             let id = parse_conversation(&req.conversation_id)?;
+            if self.owners.safety().is_banned(&req.user_id) {
+                return Err(crate::safety::banned().into());
+            }
             let state = self.participant_view(id, &req.user_id).await?;
             let limit = match req.limit {
                 0 => 50,
@@ -275,6 +278,9 @@ impl Link for LinkService {
         let span = rpc_span("list_conversations", &request);
         let req = request.into_inner();
         async move {
+            if self.owners.safety().is_banned(&req.user_id) {
+                return Err(crate::safety::banned().into());
+            }
             let limit = match req.limit {
                 0 => 100,
                 n if n <= MAX_CONVERSATION_PAGE => n,
@@ -313,6 +319,17 @@ impl Link for LinkService {
         let req = request.into_inner();
         async move {
             let new = validate_create(req)?;
+            if self.owners.safety().is_banned(&new.participants[0]) {
+                return Err(crate::safety::banned().into());
+            }
+            if let (turbochat_protocol::http::ConversationKind::Direct, [creator, peer]) =
+                (new.kind, new.participants.as_slice())
+            {
+                // Also for a conversation that exists: answering with it
+                // would tell the blocked user nothing new, but creating is
+                // how a client (re)opens a chat, and it must say why it cannot.
+                self.owners.safety().check_new_direct(creator, peer).await?;
+            }
             let state = self
                 .store
                 .create_conversation(&new)
