@@ -181,6 +181,13 @@ async fn a_blocked_user_reaches_the_blocker_through_no_channel(store: TestStore,
     alice
         .expect_where("message", T, |m| m["client_msg_id"] == "m-1")
         .await;
+    // His message ended his typing: the owner says so after the message.
+    alice
+        .expect_where("typing", T, |f| {
+            f["user_id"] == "mallory" && f["state"] == "stop"
+        })
+        .await;
+    alice.take_pending("typing");
 
     // Alice blocks mallory, and sees him in her list.
     let (status, body) = api
