@@ -39,8 +39,8 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Runs one query of the test's own database and returns its rows as JSON
-/// objects of text columns (both stores).
+/// Runs one query of the test's own database, whose columns are all text,
+/// and returns its rows (both stores).
 async fn rows(store: &TestStore, sql: &str) -> Vec<Vec<String>> {
     use sqlx::Row;
     if store.is_postgres() {

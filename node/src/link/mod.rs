@@ -351,6 +351,8 @@ impl Link for LinkService {
                     .collect();
                 self.events.publish(events);
             }
+            // Typing will follow: know by then whether it may be shown.
+            self.owners.safety().prefetch(state.conversation_id);
             // A running owner caches participants; make it re-read them.
             if let Err(err) = self
                 .owners
