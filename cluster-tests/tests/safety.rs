@@ -7,10 +7,14 @@
 //!   conversation with the other; lifting the block restores it all;
 //! - blocks are listed and lifted over HTTP, and a change made through one
 //!   node's home is enforced by the owner on another node at once;
+//! - presence is not shown between blocked users;
 //! - moderation rules refuse a phone number (`content_refused`, not stored),
 //!   store an e-mail address masked, and flag a listed word for review;
 //! - a report keeps a copy of the reported message and the ones before it,
-//!   also after the messages are deleted from the conversation.
+//!   also after the messages are deleted from the conversation;
+//! - the admin API (an operator's secret only) lists and resolves reports,
+//!   posts a system message, bans (the session closes, the upgrade is
+//!   refused, requests are refused) and unbans, all in the audit log.
 //!
 //! "Nothing arrived" is never a sleep: a marker sent afterwards on the same
 //! path (same router link, same session queue) arrives first, and what was
@@ -341,6 +345,70 @@ async fn a_blocked_user_reaches_the_blocker_through_no_channel_sqlite() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let fcm = FakeFcm::start(fake_fcm::Options::default()).await;
     a_blocked_user_reaches_the_blocker_through_no_channel(TestStore::sqlite(), &fcm).await;
+}
+
+/// Presence is user-level (every contact is told), so a block hides it
+/// everywhere, both ways. One node: a user's presence is published to all
+/// contacts in one go, so carol seeing mallory come online means alice's
+/// copy, had there been one, was already queued to her session before
+/// carol's marker message.
+async fn presence_is_not_shown_between_blocked_users(store: TestStore) {
+    let cluster = Cluster::start(store, Options::default()).await;
+    let base = cluster.router_url(0);
+    let api = Api::new(&base);
+    let (alice_t, carol_t) = (valid("alice"), valid("carol"));
+    create_group(&api, "alice", &["mallory", "carol", "dave"]).await;
+    let marker_room = create_group(&api, "carol", &["alice"]).await;
+    let (status, _) = api
+        .post("/blocks", &alice_t, json!({"user_id": "mallory"}))
+        .await;
+    assert_eq!(status, 200);
+    let mut alice = WsClient::connect(&base, &alice_t).await.unwrap();
+    let mut carol = WsClient::connect(&base, &carol_t).await.unwrap();
+    alice.subscribe(&marker_room, None).await;
+
+    // Dave, not blocked: alice sees him come online.
+    let _dave = WsClient::connect(&base, &valid("dave")).await.unwrap();
+    alice
+        .expect_where("presence", T, |p| {
+            p["user_id"] == "dave" && p["online"] == true
+        })
+        .await;
+
+    // Mallory, blocked: carol sees him, alice does not.
+    let _mallory = WsClient::connect(&base, &valid("mallory")).await.unwrap();
+    carol
+        .expect_where("presence", T, |p| {
+            p["user_id"] == "mallory" && p["online"] == true
+        })
+        .await;
+    carol
+        .send_message(&marker_room, "presence-marker", "marker")
+        .await;
+    alice
+        .expect_where("message", T, |m| m["client_msg_id"] == "presence-marker")
+        .await;
+    let leaked: Vec<Value> = alice
+        .take_pending("presence")
+        .into_iter()
+        .filter(|p| p["user_id"] == "mallory")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "alice saw mallory's presence: {leaked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_not_shown_between_blocked_users_sqlite() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    presence_is_not_shown_between_blocked_users(TestStore::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_not_shown_between_blocked_users_postgres() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    presence_is_not_shown_between_blocked_users(TestStore::postgres().await).await;
 }
 
 /// The operator's rules: phone numbers refused, e-mail addresses masked,
