@@ -680,7 +680,12 @@ async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
         router_env: env(&[("TURBOCHAT_ROUTER__BAN_POLL", "100ms")]),
         ..Options::default()
     };
-    let cluster = Cluster::start(store, options).await;
+    let mut cluster = Cluster::start(store, options).await;
+    // A router that reads the ban list once, at start: its sessions stay
+    // open after a ban, which shows the nodes refusing on their own.
+    let slow = cluster.add_router_with(2, env(&[("TURBOCHAT_ROUTER__BAN_POLL", "1h")]));
+    cluster.wait_ready().await;
+    let slow_base = cluster.router_url(slow);
     let base = cluster.router_url(0);
     let api = Api::new(&base);
     let admin = AdminApi::new(&cluster, 0);
@@ -698,6 +703,7 @@ async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
     let direct = api.create_direct(&mallory_t, "alice", Some("passat")).await;
     let mut alice = WsClient::connect(&base, &alice_t).await.unwrap();
     let mut mallory = WsClient::connect(&base, &mallory_t).await.unwrap();
+    let mut mallory_elsewhere = WsClient::connect(&slow_base, &mallory_t).await.unwrap();
     alice.subscribe(&direct, None).await;
     let ack = mallory
         .send_message(&direct, "m-1", "send the deposit first")
@@ -784,6 +790,16 @@ async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
         }
     };
     assert_eq!(close, Some(1008));
+    // Where the session is still open, every request is refused by the node.
+    let refused = mallory_elsewhere
+        .send_message(&direct, "after-ban", "one more try")
+        .await;
+    assert_eq!(refused["code"], "banned", "{refused}");
+    mallory_elsewhere
+        .send(json!({"type": "subscribe", "conversation_id": direct}))
+        .await;
+    let refused = mallory_elsewhere.expect("error", T).await;
+    assert_eq!(refused["code"], "banned", "{refused}");
     match WsClient::connect(&base, &mallory_t).await {
         Err(harness::client::Refused::Status(403)) => {}
         other => panic!(
