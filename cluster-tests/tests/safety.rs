@@ -600,6 +600,25 @@ async fn a_report_keeps_the_message_after_it_is_deleted(store: TestStore) {
     );
     assert_eq!(evidence[5]["seq"], 7);
     assert_eq!(evidence[5]["sender_id"], "mallory");
+
+    // Reports (and blocks) are rate-limited per user: 10 a minute, burst 10.
+    let mut limited = None;
+    for _ in 0..11 {
+        let (status, body) = api
+            .post(
+                "/reports",
+                &alice_t,
+                json!({"user_id": "mallory", "reason": "spam"}),
+            )
+            .await;
+        if status == 429 {
+            limited = Some(body);
+            break;
+        }
+    }
+    let limited = limited.expect("a burst of reports is cut");
+    assert_eq!(limited["code"], "rate_limited");
+    assert!(limited["retry_after_ms"].as_u64().unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,6 +137,13 @@ pub struct Limits {
     /// Burst of conversation creations allowed above the sustained rate.
     #[serde(default = "default_conversations_burst")]
     pub conversations_burst: u32,
+    /// Sustained blocks, unblocks and reports per user per minute (on this
+    /// router): a report copies messages, a block is announced to every node.
+    #[serde(default = "default_safety_per_minute")]
+    pub safety_per_minute: u32,
+    /// Burst of blocks, unblocks and reports above the sustained rate.
+    #[serde(default = "default_safety_burst")]
+    pub safety_burst: u32,
     /// Most HTTP connections served at once before they are upgraded to a
     /// WebSocket or closed (sessions count under `max_sessions`).
     #[serde(default = "default_max_connections")]
@@ -159,6 +166,8 @@ impl Default for Limits {
             max_subscriptions: default_max_subscriptions(),
             conversations_per_minute: default_conversations_per_minute(),
             conversations_burst: default_conversations_burst(),
+            safety_per_minute: default_safety_per_minute(),
+            safety_burst: default_safety_burst(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
         }
@@ -217,6 +226,12 @@ fn default_conversations_per_minute() -> u32 {
     20
 }
 fn default_conversations_burst() -> u32 {
+    10
+}
+fn default_safety_per_minute() -> u32 {
+    10
+}
+fn default_safety_burst() -> u32 {
     10
 }
 

@@ -58,6 +58,18 @@ pub(crate) fn client_for(
     app.inner.safety.client(&node)
 }
 
+/// Refuses a block, unblock or report beyond the user's rate.
+fn check_rate(app: &App, user: &str) -> Result<(), ApiError> {
+    if let Err(not_until) = app.inner.users.safety.check_key(&user.to_string()) {
+        metrics::counter!("turbochat_safety_rate_limited_total").increment(1);
+        return Err(ApiError::rate_limited(
+            "too many blocks or reports; retry later",
+            crate::limits::wait_ms(&not_until),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /blocks` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +86,7 @@ pub async fn block(
     body: Result<Json<BlockBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_rate(&app, &claims.sub)?;
     let reply = client_for(&app, app.inner.links.home(&claims.sub))?
         .block(traced(BlockRequest {
             user_id: claims.sub,
@@ -91,6 +104,7 @@ pub async fn unblock(
     target: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(target) = target.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_rate(&app, &claims.sub)?;
     let reply = client_for(&app, app.inner.links.home(&claims.sub))?
         .unblock(traced(BlockRequest {
             user_id: claims.sub,
@@ -137,6 +151,7 @@ pub async fn report(
     body: Result<Json<ReportBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_rate(&app, &claims.sub)?;
     let node = match &body.conversation_id {
         Some(conversation) => app.inner.links.owner(conversation),
         None => app.inner.links.home(&claims.sub),
