@@ -689,12 +689,18 @@ impl AdminApi {
     }
 }
 
-/// An operator reviews a report, posts "sold" into the conversation, bans
+/// An operator reviews a report, posts "sold" into the conversation (and
+/// again through the other node: idempotent), bans
 /// the scammer (his session closes, he cannot come back) and lifts the ban;
 /// the audit log says who did what.
 async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
     let operators = format!(r#"[{{name="ops-ana", secret="{OPERATOR_SECRET}"}}]"#);
+    // Two nodes: the ban is made on one and enforced by both, and one of
+    // the two calls for the system message goes to the owner through the
+    // other (whichever owns the conversation).
     let options = Options {
+        nodes: 2,
+        gossip: true,
         node_env: env(&[("TURBOCHAT_ADMIN__OPERATORS", &operators)]),
         router_env: env(&[("TURBOCHAT_ROUTER__BAN_POLL", "100ms")]),
         ..Options::default()
@@ -771,7 +777,7 @@ async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
         (live["kind"].as_str(), live["sender_id"].as_str()),
         (Some("system"), Some("system"))
     );
-    let (status, again) = admin
+    let (status, again) = AdminApi::new(&cluster, 1)
         .post(
             &format!("/admin/conversations/{direct}/messages"),
             json!({"body": "This car has been sold", "client_msg_id": "sold-1"}),

@@ -53,6 +53,8 @@ use crate::refusal::Refusal;
 
 pub use self::config::SafetyConfig;
 
+/// How long a change waits for the other nodes to acknowledge its notice.
+const NOTICE_PATIENCE: Duration = Duration::from_secs(2);
 /// Conversations whose kind is remembered before the memo starts over.
 const MAX_FACTS: usize = 100_000;
 
@@ -422,13 +424,14 @@ impl Safety {
     /// The ban list changed here: read it again, and tell the other nodes.
     pub(crate) async fn bans_changed(&self) -> Result<(), Refusal> {
         self.reload_bans().await?;
-        self.announce_bans_changed();
+        self.announce_bans_changed().await;
         Ok(())
     }
 
-    /// Tells every other node on the ring that the ban list changed.
-    fn announce_bans_changed(&self) {
-        for mut client in self.other_nodes() {
+    /// Tells every other node on the ring that the ban list changed, and
+    /// waits for them (see [`Safety::await_notices`]).
+    async fn announce_bans_changed(&self) {
+        let notices = self.other_nodes().into_iter().map(|mut client| {
             self.inner.tasks.spawn(async move {
                 if let Err(status) = client
                     .bans_changed(turbochat_protocol::safety::BansChangedRequest {})
@@ -436,7 +439,24 @@ impl Safety {
                 {
                     tracing::warn!(%status, "cannot tell a node that the ban list changed");
                 }
-            });
+            })
+        });
+        self.await_notices(notices.collect()).await;
+    }
+
+    /// Waits for notices to other nodes, at most [`NOTICE_PATIENCE`], so the
+    /// change is in force on every reachable node when the caller answers.
+    /// The notices are tasks of their own: a caller that gives up does not
+    /// cancel them. A node that cannot be told catches up by itself.
+    async fn await_notices(&self, notices: Vec<tokio::task::JoinHandle<()>>) {
+        if notices.is_empty() {
+            return;
+        }
+        if tokio::time::timeout(NOTICE_PATIENCE, futures::future::join_all(notices))
+            .await
+            .is_err()
+        {
+            tracing::warn!("a node did not acknowledge a safety notice in time");
         }
     }
 
@@ -458,11 +478,12 @@ impl Safety {
         self.inner.blocks.invalidate(user);
     }
 
-    /// Tells every other node on the ring that `user`'s block list changed.
-    /// A node that cannot be told serves its cached copy until
-    /// `safety.block_cache_ttl` at most.
-    fn announce_blocks_changed(&self, user: &str) {
-        for mut client in self.other_nodes() {
+    /// Tells every other node on the ring that `user`'s block list changed,
+    /// and waits for them (see [`Safety::await_notices`]). A node that
+    /// cannot be told serves its cached copy until `safety.block_cache_ttl`
+    /// at most.
+    async fn announce_blocks_changed(&self, user: &str) {
+        let notices = self.other_nodes().into_iter().map(|mut client| {
             let request = BlocksChangedRequest {
                 user_id: user.to_string(),
             };
@@ -471,8 +492,9 @@ impl Safety {
                     metrics::counter!("turbochat_block_notices_failed_total").increment(1);
                     tracing::warn!(%status, "cannot tell a node that a block list changed");
                 }
-            });
-        }
+            })
+        });
+        self.await_notices(notices.collect()).await;
     }
 
     fn peer(&self, grpc: &str) -> Option<SafetyClient<Channel>> {

@@ -63,7 +63,7 @@ impl Safety {
             self.store().unblock(&req.user_id, &req.target_id).await?
         };
         self.blocks_changed(&req.user_id);
-        self.announce_blocks_changed(&req.user_id);
+        self.announce_blocks_changed(&req.user_id).await;
         tracing::info!(user_id = %req.user_id, target = %req.target_id, block, changed, "block list changed");
         Ok(changed)
     }
