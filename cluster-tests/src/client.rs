@@ -294,6 +294,19 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `DELETE` with the token as bearer; returns status and JSON.
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("router reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// `GET` with the token as bearer (or none); returns status and JSON.
     pub async fn get(&self, path_and_query: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(format!("{}{path_and_query}", self.base));

@@ -749,6 +749,16 @@ async fn every_documented_error_code_is_one_the_server_sends() {
             ("TURBOCHAT_LIMITS__SEND_BURST", "5000"),
             ("TURBOCHAT_MEDIA__MAX_BYTES", "2000"),
         ]),
+        node_env: env(&[
+            (
+                "TURBOCHAT_MODERATION__RULES",
+                r#"[{name="no-phone", detect="phone", action="refuse"}]"#,
+            ),
+            (
+                "TURBOCHAT_ADMIN__OPERATORS",
+                r#"[{name="ops", secret="an-operator-secret-of-at-least-32-bytes"}]"#,
+            ),
+        ]),
         ..Options::default()
     };
     let mut cluster = Cluster::start(TestStore::sqlite(), options).await;
@@ -850,6 +860,50 @@ async fn every_documented_error_code_is_one_the_server_sends() {
         let body: Value = response.json().await.unwrap();
         seen.insert(body["code"].as_str().unwrap().to_string());
     }
+
+    // Safety: a moderation rule, a block, a ban.
+    alice
+        .send(send_frame(&conversation, "e-5", "call 0612345678"))
+        .await;
+    seen.insert(
+        alice.answer("e-5", T).await["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let with_dave = api.create_direct(&valid("alice"), "dave", None).await;
+    let (status, _) = api
+        .post("/blocks", &valid("dave"), json!({"user_id": "alice"}))
+        .await;
+    assert_eq!(status, 200);
+    alice.send(send_frame(&with_dave, "e-6", "hello?")).await;
+    seen.insert(
+        alice.answer("e-6", T).await["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let (status, _) = http
+        .post(format!(
+            "http://{}/admin/bans",
+            cluster.nodes[0].addr("http")
+        ))
+        .bearer_auth("an-operator-secret-of-at-least-32-bytes")
+        .json(&json!({"user_id": "erin", "reason": "spam"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .post(
+            "/conversations",
+            &valid("erin"),
+            json!({"kind": "direct", "peer_id": "bob"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    seen.insert(body["code"].as_str().unwrap().to_string());
 
     let mut bob = raw_subscriber(&base, "bob", &conversation).await;
     flood_until_slow(&cluster, &mut alice, &conversation, 1.0, "s").await;

@@ -1,5 +1,5 @@
-//! Node configuration: the `[node]`, `[store]`, `[owner]` and `[push]`
-//! (`crate::push::PushConfig`) sections of the shared config file (see
+//! Node configuration: the `[node]`, `[store]`, `[owner]`, `[push]`
+//! (`crate::push::PushConfig`), `[safety]`, `[moderation]` and `[admin]` sections of the shared config file (see
 //! `configs/dev.toml`), with `TURBOCHAT_*` overrides.
 
 use std::net::SocketAddr;
@@ -32,6 +32,16 @@ pub struct Config {
     /// Push notifications: how this node's outbox worker sends them.
     #[serde(default)]
     pub push: crate::push::PushConfig,
+    /// Blocks: how long block lists are cached.
+    #[serde(default)]
+    pub safety: crate::safety::SafetyConfig,
+    /// Moderation rules applied to every message before it is stored
+    /// (none by default).
+    #[serde(default)]
+    pub moderation: crate::safety::moderation::ModerationConfig,
+    /// Operators of the admin API (none by default: it refuses everyone).
+    #[serde(default)]
+    pub admin: crate::safety::admin::AdminConfig,
     /// The routers' sections (`[router]`, `[auth]`, `[limits]`, `[media]`).
     #[serde(default, rename = "router")]
     _router: serde::de::IgnoredAny,
@@ -240,6 +250,15 @@ impl Config {
             ));
         }
         self.push.validate()?;
+        self.admin
+            .validate()
+            .map_err(|(key, reason)| ConfigError::key(&key, reason))?;
+        if let Err(err) = crate::safety::moderation::Moderator::new(&self.moderation) {
+            return Err(ConfigError::key(
+                &format!("moderation.rules[{}]", err.index),
+                err.reason,
+            ));
+        }
         Ok(())
     }
 }

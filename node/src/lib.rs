@@ -14,6 +14,7 @@ pub mod owner;
 pub mod ownership;
 pub mod push;
 pub mod refusal;
+pub mod safety;
 pub mod user_events;
 
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub enum NodeError {
     /// Push could not start (e.g. an unusable FCM key).
     #[error(transparent)]
     Push(#[from] crate::push::PushError),
+    /// Blocks or moderation could not start (e.g. a bad rule).
+    #[error(transparent)]
+    Safety(#[from] crate::safety::SafetyError),
 }
 
 /// Where a started node listens.
@@ -108,10 +112,24 @@ pub async fn run(
         config.store.writer.clone(),
         writer_shutdown.clone(),
     );
+    let ring = RingView::new(Ring::empty());
+    let safety = crate::safety::Safety::new(
+        config.node.id.clone(),
+        &config.safety,
+        &config.moderation,
+        store.clone(),
+        config.cluster.enabled.then(|| ring.clone()),
+        tasks.clone(),
+    )?;
+    // Refused from the first request on: the ban list is read before the
+    // node serves, then kept current.
+    safety.reload_bans().await?;
+    tasks.spawn(safety.clone().follow_bans(shutdown.clone()));
     let owners = Owners::new(
         store.clone(),
         writer,
         config.owner.clone(),
+        safety.clone(),
         shutdown.clone(),
     );
 
@@ -124,7 +142,6 @@ pub async fn run(
         .local_addr()
         .map_err(|e| NodeError::Serve(e.to_string()))?;
 
-    let ring = RingView::new(Ring::empty());
     let (ownership, membership) = if config.cluster.enabled {
         let me = Member {
             id: config.node.id.clone(),
@@ -181,9 +198,17 @@ pub async fn run(
         membership.as_ref().map(|_| ring.clone()),
         crate::homes::Homes::default(),
         store.clone(),
+        safety.clone(),
         config.owner.presence_grace,
         tasks.clone(),
     );
+    safety.set_system_post(crate::safety::system::SystemPost::start(
+        owners.clone(),
+        ownership.clone(),
+        &routers,
+        &tasks,
+        shutdown.clone(),
+    ));
     let link = LinkService::new(
         owners.clone(),
         events,
@@ -205,6 +230,9 @@ pub async fn run(
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .add_service(LinkServer::new(link))
+            .add_service(
+                turbochat_protocol::safety::safety_server::SafetyServer::new(safety.clone()),
+            )
             // tonic applies its own `tcp_nodelay` only to listeners it binds
             // itself; without it, Nagle holds a small fan-out or ack frame
             // back until the router acks the previous one (up to its 40 ms
@@ -229,6 +257,7 @@ pub async fn run(
                 async move { axum::Json(report) }
             }),
         )
+        .merge(crate::safety::admin::Admin::new(safety.clone(), &config.admin).routes())
         .merge(turbochat_service::ops::routes(readiness.clone(), metrics));
     let http = tasks.spawn(
         axum::serve(http_listener, http_app)

@@ -21,6 +21,7 @@ use turbochat_store::Store;
 
 use crate::fanout::RouterLink;
 use crate::homes::Homes;
+use crate::safety::Safety;
 
 /// Most contacts told about one presence change.
 const MAX_PRESENCE_FAN_OUT: u32 = 1_000;
@@ -34,6 +35,7 @@ pub struct UserEvents {
     homes: Homes,
     peers: Arc<DashMap<String, LinkClient<Channel>>>,
     store: Arc<dyn Store>,
+    safety: Safety,
     presence_grace: Duration,
     /// Users whose last session ended, waiting out the grace period.
     going_offline: Arc<DashMap<UserId, CancellationToken>>,
@@ -48,10 +50,12 @@ impl UserEvents {
         ring: Option<RingView>,
         homes: Homes,
         store: Arc<dyn Store>,
+        safety: Safety,
         presence_grace: Duration,
         tasks: TaskTracker,
     ) -> Self {
         UserEvents {
+            safety,
             tasks,
             me,
             ring,
@@ -106,7 +110,8 @@ impl UserEvents {
         });
     }
 
-    /// Tells the user's contacts (everyone sharing a conversation).
+    /// Tells the user's contacts (everyone sharing a conversation), except
+    /// those the user blocks or who block the user.
     fn announce_presence(&self, user: UserId, online: bool) {
         metrics::counter!("turbochat_presence_changes_total", "online" => if online { "true" } else { "false" })
             .increment(1);
@@ -119,6 +124,18 @@ impl UserEvents {
                     return;
                 }
             };
+            let hidden = match events.safety.block_relations(&user).await {
+                Ok(hidden) => hidden,
+                Err(err) => {
+                    // Failing closed: presence is a courtesy, a leak is not.
+                    tracing::warn!(%err, user = %user, "cannot load blocks for presence");
+                    return;
+                }
+            };
+            let contacts: Vec<UserId> = contacts
+                .into_iter()
+                .filter(|c| !hidden.contains(c))
+                .collect();
             let payload = Bytes::from(
                 ServerFrame::Presence {
                     user_id: user.clone(),

@@ -43,6 +43,17 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// A bug or a store failure; nothing was acked.
     Internal,
+    /// One participant of this direct conversation blocked the other: the
+    /// send (or the new conversation) is refused and nothing was stored.
+    /// The message says which side blocked. Not retryable until unblocked.
+    Blocked,
+    /// A moderation rule refused the message's content (e.g. a phone number
+    /// or a link where the operator forbids them). Nothing was stored; the
+    /// message names the rule. Sending the same text again fails again.
+    ContentRefused,
+    /// An operator banned this user: every request is refused and the
+    /// sessions are closed (1008, reason `banned`). Not retryable.
+    Banned,
 }
 
 /// gRPC metadata key that carries the exact [`ErrorCode`] of a refusal.
@@ -50,7 +61,7 @@ pub const CODE_METADATA: &str = "turbochat-code";
 
 impl ErrorCode {
     /// Every code, in the order of the error table in `docs/protocol.md`.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedFrame,
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
@@ -62,6 +73,9 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
         ErrorCode::TooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::Blocked,
+        ErrorCode::ContentRefused,
+        ErrorCode::Banned,
     ];
 
     /// The code as it appears on the wire.
@@ -78,6 +92,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Internal => "internal",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::ContentRefused => "content_refused",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -99,7 +116,9 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedFrame | ErrorCode::InvalidArgument => 400,
             ErrorCode::TokenExpired | ErrorCode::Unauthorized => 401,
+            ErrorCode::Blocked | ErrorCode::Banned => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::ContentRefused => 422,
             ErrorCode::TooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited | ErrorCode::SlowConsumer => 429,
@@ -121,6 +140,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => Code::Unavailable,
             ErrorCode::TokenExpired | ErrorCode::Unauthorized => Code::Unauthenticated,
             ErrorCode::Internal => Code::Internal,
+            ErrorCode::Blocked | ErrorCode::Banned => Code::PermissionDenied,
+            ErrorCode::ContentRefused => Code::FailedPrecondition,
         }
     }
 

@@ -4,6 +4,7 @@
 //!   WebSocket (`docs/protocol.md` documents them for client authors).
 //! - [`http`]: JSON bodies of the HTTP API (history, conversations).
 //! - [`link`]: the gRPC link between routers and nodes (`proto/link.proto`).
+//! - [`safety`]: blocks and reports between routers and nodes (`proto/safety.proto`).
 //! - [`ids`]: identifiers shared by every crate, and how they are derived.
 
 pub mod error;
@@ -15,6 +16,12 @@ pub mod ids;
 pub mod link {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("turbochat.link.v1");
+}
+
+/// Generated from `proto/safety.proto`: blocks and reports.
+pub mod safety {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("turbochat.safety.v1");
 }
 
 pub use error::ErrorCode;

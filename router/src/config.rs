@@ -31,7 +31,8 @@ pub struct Config {
     /// Media uploads (a local directory unless configured).
     #[serde(default)]
     pub media: crate::media::MediaConfig,
-    /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`).
+    /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`,
+    /// `[safety]`, `[moderation]`, `[admin]`).
     #[serde(default, rename = "node")]
     _node: serde::de::IgnoredAny,
     #[serde(default, rename = "store")]
@@ -40,6 +41,12 @@ pub struct Config {
     _owner: serde::de::IgnoredAny,
     #[serde(default, rename = "push")]
     _push: serde::de::IgnoredAny,
+    #[serde(default, rename = "safety")]
+    _safety: serde::de::IgnoredAny,
+    #[serde(default, rename = "moderation")]
+    _moderation: serde::de::IgnoredAny,
+    #[serde(default, rename = "admin")]
+    _admin: serde::de::IgnoredAny,
 }
 
 /// `[router]`.
@@ -68,6 +75,10 @@ pub struct RouterSection {
     /// announces itself anyway (`/readyz` stays 503 until they are up).
     #[serde(default = "default_ready_timeout", with = "humantime_serde")]
     pub ready_timeout: Duration,
+    /// How often the router reads the ban list from a node: a banned
+    /// user's sessions close, and their upgrades are refused, within this.
+    #[serde(default = "default_ban_poll", with = "humantime_serde")]
+    pub ban_poll: Duration,
 }
 
 /// `[auth]`: how tokens are verified. The algorithm is pinned: a token
@@ -126,6 +137,13 @@ pub struct Limits {
     /// Burst of conversation creations allowed above the sustained rate.
     #[serde(default = "default_conversations_burst")]
     pub conversations_burst: u32,
+    /// Sustained blocks, unblocks and reports per user per minute (on this
+    /// router): a report copies messages, a block is announced to every node.
+    #[serde(default = "default_safety_per_minute")]
+    pub safety_per_minute: u32,
+    /// Burst of blocks, unblocks and reports above the sustained rate.
+    #[serde(default = "default_safety_burst")]
+    pub safety_burst: u32,
     /// Most HTTP connections served at once before they are upgraded to a
     /// WebSocket or closed (sessions count under `max_sessions`).
     #[serde(default = "default_max_connections")]
@@ -148,6 +166,8 @@ impl Default for Limits {
             max_subscriptions: default_max_subscriptions(),
             conversations_per_minute: default_conversations_per_minute(),
             conversations_burst: default_conversations_burst(),
+            safety_per_minute: default_safety_per_minute(),
+            safety_burst: default_safety_burst(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
         }
@@ -171,6 +191,9 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_vnodes() -> usize {
     turbochat_cluster::ring::DEFAULT_VNODES
+}
+fn default_ban_poll() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_drain() -> Duration {
     Duration::from_secs(5)
@@ -203,6 +226,12 @@ fn default_conversations_per_minute() -> u32 {
     20
 }
 fn default_conversations_burst() -> u32 {
+    10
+}
+fn default_safety_per_minute() -> u32 {
+    10
+}
+fn default_safety_burst() -> u32 {
     10
 }
 

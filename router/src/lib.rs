@@ -7,6 +7,7 @@
 //! the sessions they name. [`http`] serves history and conversations.
 
 pub mod auth;
+pub mod bans;
 pub mod bus;
 pub mod config;
 pub mod http;
@@ -79,6 +80,10 @@ struct AppInner {
     media: media::Media,
     limits: Limits,
     users: UserLimits,
+    /// Clients of the nodes' `Safety` service (blocks, reports, bans).
+    safety: http::safety::SafetyClients,
+    /// Banned users (polled from the nodes).
+    bans: bans::Bans,
     shutdown: CancellationToken,
     /// Sessions (each WebSocket's tasks), joined on shutdown.
     tracker: TaskTracker,
@@ -168,6 +173,8 @@ pub async fn run(
             media,
             limits: config.limits.clone(),
             users: UserLimits::new(&config.limits),
+            safety: Default::default(),
+            bans: Default::default(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
         }),
@@ -223,6 +230,12 @@ pub async fn run(
             "/devices/{token}",
             axum::routing::delete(http::devices::unregister),
         )
+        .route("/blocks", get(http::safety::list).post(http::safety::block))
+        .route(
+            "/blocks/{user_id}",
+            axum::routing::delete(http::safety::unblock),
+        )
+        .route("/reports", post(http::safety::report))
         .route("/media", post(media::upload))
         .route("/media/{conversation_id}/{name}", get(media::fetch))
         .route(
@@ -256,6 +269,11 @@ pub async fn run(
     tasks.spawn(follow_readiness(
         links.clone(),
         readiness.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(bans::follow(
+        app.clone(),
+        config.router.ban_poll,
         shutdown.clone(),
     ));
     // Forget rate-limit state of users who went quiet.

@@ -1,4 +1,5 @@
-//! Rate limits (governor's GCRA): sends and conversation creation per user
+//! Rate limits (governor's GCRA): sends, conversation creation and safety
+//! actions (blocks, reports) per user
 //! (keyed, shared by the user's sessions on this router), frames per
 //! session (one limiter each). A refusal says when to retry.
 
@@ -24,6 +25,8 @@ pub struct UserLimits {
     pub sends: DefaultKeyedRateLimiter<String>,
     /// `POST /conversations` per user.
     pub creates: DefaultKeyedRateLimiter<String>,
+    /// `POST /blocks`, `DELETE /blocks/{id}`, `POST /reports` per user.
+    pub safety: DefaultKeyedRateLimiter<String>,
 }
 
 impl UserLimits {
@@ -33,9 +36,12 @@ impl UserLimits {
             .allow_burst(at_least_one(limits.send_burst));
         let creates = Quota::per_minute(at_least_one(limits.conversations_per_minute))
             .allow_burst(at_least_one(limits.conversations_burst));
+        let safety = Quota::per_minute(at_least_one(limits.safety_per_minute))
+            .allow_burst(at_least_one(limits.safety_burst));
         UserLimits {
             sends: RateLimiter::keyed(sends),
             creates: RateLimiter::keyed(creates),
+            safety: RateLimiter::keyed(safety),
         }
     }
 
@@ -43,6 +49,7 @@ impl UserLimits {
     pub fn retain_recent(&self) {
         self.sends.retain_recent();
         self.creates.retain_recent();
+        self.safety.retain_recent();
     }
 }
 

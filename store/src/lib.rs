@@ -29,11 +29,13 @@ use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use uuid::Uuid;
 
 pub mod postgres;
+pub mod safety;
 mod sql;
 pub mod sqlite;
 pub mod writer;
 
 pub use postgres::PgStore;
+pub use safety::{AuditEntry, Ban, Block, NewReport, Report};
 pub use sqlite::SqliteStore;
 pub use writer::{AppendResult, Writer, WriterConfig};
 
@@ -390,6 +392,69 @@ pub trait Store: Send + Sync + 'static {
     /// retry), `sent`, `failed` (finished ones until purged). States with
     /// no job are left out.
     async fn push_jobs_by_state(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Records that `blocker` blocks `blocked` at `at` (unix ms). Returns
+    /// whether the block is new (blocking twice keeps the first time).
+    async fn block(&self, blocker: &str, blocked: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Lifts a block. Returns whether there was one.
+    async fn unblock(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError>;
+
+    /// Everyone `blocker` blocks, oldest block first.
+    async fn blocks_of(&self, blocker: &str) -> Result<Vec<Block>, StoreError>;
+
+    /// Everyone who blocks `user` or whom `user` blocks (no duplicates,
+    /// any order): who must not see `user`'s presence, nor `user` theirs.
+    async fn block_relations(&self, user: &str) -> Result<Vec<UserId>, StoreError>;
+
+    /// Stores a report (status `open`) and returns its id.
+    async fn insert_report(&self, report: &NewReport) -> Result<i64, StoreError>;
+
+    /// Reports with id > `after_id`, by id, at most `limit`; only those in
+    /// `status` (`open` or `resolved`) when given.
+    async fn reports(
+        &self,
+        status: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Report>, StoreError>;
+
+    /// One report by id.
+    async fn report(&self, id: i64) -> Result<Option<Report>, StoreError>;
+
+    /// Resolves an open report with the operator's `resolution`, by
+    /// `audit.operator` at `audit.created_at`, and writes `audit` in the
+    /// same transaction. Returns `false`, changing nothing, when there is
+    /// no such open report.
+    async fn resolve_report(
+        &self,
+        id: i64,
+        resolution: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Bans a user (idempotent: a second ban keeps the first) and writes
+    /// `audit` in the same transaction. Returns whether the ban is new.
+    async fn ban(&self, ban: &Ban, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Lifts a ban and writes `audit` in the same transaction. Returns
+    /// whether there was one.
+    async fn unban(&self, user: &str, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Every banned user, oldest ban first.
+    async fn bans(&self) -> Result<Vec<Ban>, StoreError>;
+
+    /// Writes one audit entry on its own (for actions whose own write is
+    /// elsewhere, e.g. a system message through the owner).
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Audit entries, newest first, with id < `before_id` when given, at
+    /// most `limit`.
+    async fn audit_log(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Opens the store named by `url` (`postgres://...` or `sqlite:...`), with a

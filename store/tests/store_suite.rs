@@ -22,8 +22,9 @@ use turbochat_protocol::http::{ConversationKind, ConversationView, MessageView};
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::MessageKind;
 use turbochat_store::{
-    AppendError, Appended, ConversationBatch, ConversationState, Device, NewConversation,
-    NewMessage, PushJob, Store, StoreError, Writer, WriterConfig,
+    AppendError, Appended, AuditEntry, Ban, Block, ConversationBatch, ConversationState, Device,
+    NewConversation, NewMessage, NewReport, PushJob, Report, Store, StoreError, Writer,
+    WriterConfig,
 };
 use uuid::Uuid;
 
@@ -267,6 +268,9 @@ store_suite!(
     concurrent_claims_never_share_a_push_job,
     finished_push_jobs_are_purged,
     contacts_are_everyone_sharing_a_conversation,
+    blocks_are_kept_listed_and_lifted,
+    reports_keep_their_evidence_and_are_resolved_once_with_their_audit,
+    bans_and_their_audit_go_together,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1186,6 +1190,151 @@ async fn contacts_are_everyone_sharing_a_conversation(db: TestDb) {
     assert!(store.contacts("nobody", 100).await.unwrap().is_empty());
 }
 
+async fn blocks_are_kept_listed_and_lifted(db: TestDb) {
+    let store = db.store.as_ref();
+    assert!(store.block(ALICE, BOB, 1).await.unwrap());
+    assert!(!store.block(ALICE, BOB, 2).await.unwrap(), "idempotent");
+    assert!(store.block(ALICE, CAROL, 3).await.unwrap());
+    assert!(store.block(CAROL, ALICE, 4).await.unwrap());
+    let blocks = store.blocks_of(ALICE).await.unwrap();
+    assert_eq!(
+        blocks
+            .iter()
+            .map(|b| (b.blocked_id.as_str(), b.created_at))
+            .collect::<Vec<_>>(),
+        [(BOB, 1), (CAROL, 3)],
+        "the first block's time is kept"
+    );
+    let mut related = store.block_relations(ALICE).await.unwrap();
+    related.sort();
+    assert_eq!(related, [BOB, CAROL], "each once");
+    assert_eq!(store.block_relations(BOB).await.unwrap(), [ALICE]);
+    assert!(store.unblock(ALICE, BOB).await.unwrap());
+    assert!(!store.unblock(ALICE, BOB).await.unwrap());
+    assert_eq!(store.blocks_of(ALICE).await.unwrap().len(), 1);
+    assert!(store.block(ALICE, ALICE, 5).await.is_err(), "no self-block");
+}
+
+fn audit(action: &str, target: &str, at: i64) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        operator: "ops".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: "{}".into(),
+        created_at: at,
+    }
+}
+
+async fn reports_keep_their_evidence_and_are_resolved_once_with_their_audit(db: TestDb) {
+    let store = db.store.as_ref();
+    let conversation = group(store, &[ALICE, BOB], 1_000).await;
+    let report = NewReport {
+        reporter_id: ALICE.into(),
+        reported_user_id: BOB.into(),
+        conversation_id: Some(conversation),
+        reported_seq: Some(7),
+        reason: "scam".into(),
+        note: None,
+        evidence: r#"[{"seq":7,"body":"pay first"}]"#.into(),
+        created_at: 5,
+    };
+    let first = store.insert_report(&report).await.unwrap();
+    let about_user = NewReport {
+        conversation_id: None,
+        reported_seq: None,
+        note: Some("again".into()),
+        evidence: "[]".into(),
+        ..report.clone()
+    };
+    let second = store.insert_report(&about_user).await.unwrap();
+    assert!(second > first);
+    let open = store.reports(Some("open"), 0, 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0].report, report);
+    assert_eq!(open[1].report, about_user);
+    assert_eq!(store.reports(None, first, 10).await.unwrap().len(), 1);
+
+    assert!(store
+        .resolve_report(first, "banned", &audit("resolve_report", "report:1", 9))
+        .await
+        .unwrap());
+    assert!(!store
+        .resolve_report(first, "twice", &audit("resolve_report", "report:1", 10))
+        .await
+        .unwrap());
+    let resolved = store.report(first).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            resolved.status.as_str(),
+            resolved.resolution.as_deref(),
+            resolved.resolved_by.as_deref(),
+            resolved.resolved_at
+        ),
+        ("resolved", Some("banned"), Some("ops"), Some(9))
+    );
+    assert_eq!(store.reports(Some("open"), 0, 10).await.unwrap().len(), 1);
+    let log = store.audit_log(None, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "only the resolution that happened is audited");
+    assert_eq!(log[0].action, "resolve_report");
+    assert!(store.report(9_999).await.unwrap().is_none());
+}
+
+async fn bans_and_their_audit_go_together(db: TestDb) {
+    let store = db.store.as_ref();
+    let ban = |user: &str, at: i64| Ban {
+        user_id: user.into(),
+        reason: "scam".into(),
+        banned_by: "ops".into(),
+        created_at: at,
+    };
+    assert!(store
+        .ban(&ban(BOB, 1), &audit("ban", BOB, 1))
+        .await
+        .unwrap());
+    assert!(!store
+        .ban(&ban(BOB, 2), &audit("ban", BOB, 2))
+        .await
+        .unwrap());
+    assert!(store
+        .ban(&ban(CAROL, 3), &audit("ban", CAROL, 3))
+        .await
+        .unwrap());
+    let bans = store.bans().await.unwrap();
+    assert_eq!(
+        bans.iter()
+            .map(|b| (b.user_id.as_str(), b.created_at))
+            .collect::<Vec<_>>(),
+        [(BOB, 1), (CAROL, 3)]
+    );
+    assert!(store.unban(BOB, &audit("unban", BOB, 4)).await.unwrap());
+    assert!(!store.unban(BOB, &audit("unban", BOB, 5)).await.unwrap());
+    store
+        .record_audit(&audit("system_message", "c", 6))
+        .await
+        .unwrap();
+    let log = store.audit_log(None, 100).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.action.as_str(), e.created_at))
+            .collect::<Vec<_>>(),
+        [
+            ("system_message", 6),
+            ("unban", 5),
+            ("unban", 4),
+            ("ban", 3),
+            ("ban", 2),
+            ("ban", 1)
+        ],
+        "newest first; every attempt is logged"
+    );
+    let page = store.audit_log(Some(log[2].id), 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.created_at).collect::<Vec<_>>(),
+        [3, 2]
+    );
+}
+
 /// FCM tokens may be up to 4096 bytes (a b-tree entry of PostgreSQL holds
 /// ~2,700): every length is stored, upserted, moved and deleted.
 async fn device_tokens_of_every_documented_length_are_kept(db: TestDb) {
@@ -1507,6 +1656,59 @@ impl Store for Recorder {
     }
     async fn push_jobs_by_state(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.push_jobs_by_state(now).await
+    }
+    async fn block(&self, blocker: &str, blocked: &str, at: i64) -> Result<bool, StoreError> {
+        self.inner.block(blocker, blocked, at).await
+    }
+    async fn unblock(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        self.inner.unblock(blocker, blocked).await
+    }
+    async fn blocks_of(&self, blocker: &str) -> Result<Vec<Block>, StoreError> {
+        self.inner.blocks_of(blocker).await
+    }
+    async fn block_relations(&self, user: &str) -> Result<Vec<UserId>, StoreError> {
+        self.inner.block_relations(user).await
+    }
+    async fn insert_report(&self, report: &NewReport) -> Result<i64, StoreError> {
+        self.inner.insert_report(report).await
+    }
+    async fn reports(
+        &self,
+        status: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Report>, StoreError> {
+        self.inner.reports(status, after_id, limit).await
+    }
+    async fn report(&self, id: i64) -> Result<Option<Report>, StoreError> {
+        self.inner.report(id).await
+    }
+    async fn resolve_report(
+        &self,
+        id: i64,
+        resolution: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.inner.resolve_report(id, resolution, audit).await
+    }
+    async fn ban(&self, ban: &Ban, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.inner.ban(ban, audit).await
+    }
+    async fn unban(&self, user: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.inner.unban(user, audit).await
+    }
+    async fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        self.inner.bans().await
+    }
+    async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.record_audit(audit).await
+    }
+    async fn audit_log(
+        &self,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_log(before_id, limit).await
     }
 }
 

@@ -32,6 +32,18 @@ fn routed_target(frame: &RouterFrame) -> Option<(u64, ConversationId)> {
     Some((session_id, Uuid::parse_str(conversation).ok()?))
 }
 
+/// The session, conversation and user of a frame a banned user may not
+/// send (a `send` is refused by the owner, which answers its id).
+fn banned_target(frame: &router_frame::Frame) -> Option<(u64, ConversationId, &str)> {
+    let (session_id, conversation, user) = match frame {
+        router_frame::Frame::Subscribe(f) => (f.session_id, &f.conversation_id, &f.user_id),
+        router_frame::Frame::Read(f) => (f.session_id, &f.conversation_id, &f.user_id),
+        router_frame::Frame::Typing(f) => (f.session_id, &f.conversation_id, &f.user_id),
+        _ => return None,
+    };
+    Some((session_id, Uuid::parse_str(conversation).ok()?, user))
+}
+
 /// Reads one router's frames and turns them into owner commands.
 pub(super) struct AttachReader {
     pub(super) events: UserEvents,
@@ -127,6 +139,15 @@ impl AttachReader {
             }
         }
         let Some(frame) = frame.frame else { return };
+        if let Some((session_id, conversation, user)) = banned_target(&frame) {
+            if self.owners.safety().is_banned(user) {
+                // The router closes the session (it polls the ban list);
+                // until then nothing it asks is done.
+                self.link
+                    .refuse(session_id, conversation, &crate::safety::banned(), None);
+                return;
+            }
+        }
         match frame {
             router_frame::Frame::Hello(_) => {}
             router_frame::Frame::SessionOpened(opened) => {
@@ -139,6 +160,8 @@ impl AttachReader {
                     return;
                 };
                 self.sessions.entry(sub.session_id).or_default().insert(id);
+                // Typing will follow: know by then whether it may be shown.
+                self.owners.safety().prefetch(id);
                 self.dispatch(
                     id,
                     sub.session_id,
@@ -205,6 +228,7 @@ impl AttachReader {
                         received_at: Instant::now(),
                         traceparent: send.traceparent,
                         span,
+                        trusted: false,
                     }),
                 );
             }
@@ -260,6 +284,11 @@ impl AttachReader {
                 let Some(id) = self.conversation(&typing.conversation_id, typing.session_id) else {
                     return;
                 };
+                if typing.active && !self.owners.safety().typing_allowed(id, &typing.user_id) {
+                    // Between blocked users, or not known yet (then fetched).
+                    metrics::counter!("turbochat_typing_suppressed_total").increment(1);
+                    return;
+                }
                 self.dispatch(
                     id,
                     typing.session_id,

@@ -173,6 +173,9 @@ impl Link for LinkService {
         let req = request.into_inner();
         async move {
             let id = parse_conversation(&req.conversation_id)?;
+            if self.owners.safety().is_banned(&req.user_id) {
+                return Err(crate::safety::banned().into());
+            }
             let state = self.participant_view(id, &req.user_id).await?;
             let limit = match req.limit {
                 0 => 50,
@@ -283,6 +286,9 @@ impl Link for LinkService {
         let span = rpc_span("list_conversations", &request);
         let req = request.into_inner();
         async move {
+            if self.owners.safety().is_banned(&req.user_id) {
+                return Err(crate::safety::banned().into());
+            }
             let limit = match req.limit {
                 0 => 100,
                 n if n <= MAX_CONVERSATION_PAGE => n,
@@ -321,6 +327,17 @@ impl Link for LinkService {
         let req = request.into_inner();
         async move {
             let new = validate_create(req)?;
+            if self.owners.safety().is_banned(&new.participants[0]) {
+                return Err(crate::safety::banned().into());
+            }
+            if let (turbochat_protocol::http::ConversationKind::Direct, [creator, peer]) =
+                (new.kind, new.participants.as_slice())
+            {
+                // Also for a conversation that exists: answering with it
+                // would tell the blocked user nothing new, but creating is
+                // how a client (re)opens a chat, and it must say why it cannot.
+                self.owners.safety().check_new_direct(creator, peer).await?;
+            }
             let state = self
                 .store
                 .create_conversation(&new)
@@ -342,6 +359,8 @@ impl Link for LinkService {
                     .collect();
                 self.events.publish(events);
             }
+            // Typing will follow: know by then whether it may be shown.
+            self.owners.safety().prefetch(state.conversation_id);
             // A running owner caches participants; make it re-read them.
             if let Err(err) = self
                 .owners

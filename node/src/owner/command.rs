@@ -96,4 +96,8 @@ pub struct SendCommand {
     /// This send's span on the node, from receipt to its answer (disabled
     /// when tracing is off): the router's span is its parent.
     pub span: tracing::Span,
+    /// Posted by an operator through the admin API (a system message), not
+    /// by a client: it may be of kind `system` and its sender need not
+    /// participate. Never set from a router's frame.
+    pub trusted: bool,
 }

@@ -25,6 +25,7 @@ pub use command::{Command, SendCommand};
 pub use validate::media_key_of;
 
 use crate::config::OwnerConfig;
+use crate::safety::Safety;
 
 /// The mailbox of one owner task, with what waits in it.
 #[derive(Clone)]
@@ -67,16 +68,19 @@ struct Shared {
     store: Arc<dyn Store>,
     writer: Writer,
     config: OwnerConfig,
+    safety: Safety,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Owners {
-    /// A registry whose tasks persist through `writer` and read `store`.
+    /// A registry whose tasks persist through `writer` and read `store`,
+    /// and screen sends with `safety` (blocks, moderation).
     pub fn new(
         store: Arc<dyn Store>,
         writer: Writer,
         config: OwnerConfig,
+        safety: Safety,
         shutdown: CancellationToken,
     ) -> Self {
         Owners {
@@ -85,6 +89,7 @@ impl Owners {
                 store,
                 writer,
                 config,
+                safety,
                 shutdown,
                 tracker: TaskTracker::new(),
             }),
@@ -265,6 +270,11 @@ impl Owners {
         &self.inner.config
     }
 
+    /// Blocks and moderation, asked before a send joins a batch.
+    pub(crate) fn safety(&self) -> &Safety {
+        &self.inner.safety
+    }
+
     fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
@@ -289,7 +299,16 @@ mod tests {
             max_queued_commands: 3,
             ..OwnerConfig::default()
         };
-        let owners = Owners::new(store, writer, config, shutdown.clone());
+        let safety = Safety::new(
+            "node-1".into(),
+            &Default::default(),
+            &Default::default(),
+            store.clone(),
+            None,
+            TaskTracker::new(),
+        )
+        .unwrap();
+        let owners = Owners::new(store, writer, config, safety, shutdown.clone());
         let (tx, _rx) = mpsc::channel(8);
         let (link, _) = Routers::new(None).attach("router-1", 1, tx, CancellationToken::new());
         let conversation = ConversationId::new_v4();

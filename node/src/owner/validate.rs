@@ -13,6 +13,8 @@ use crate::refusal::Refusal;
 pub struct SendDraft<'a> {
     /// Whether the sender participates in the conversation.
     pub participant: bool,
+    /// Posted by an operator (a system message), not by a client.
+    pub trusted: bool,
     /// The sender's idempotency key.
     pub client_msg_id: &'a str,
     /// `text` or `media`.
@@ -42,8 +44,11 @@ pub fn check_send(
         ));
     }
     match send.kind {
-        MessageKind::System => {
+        MessageKind::System if !send.trusted => {
             return Err(Refusal::invalid("clients cannot send system messages"));
+        }
+        MessageKind::System if send.body.trim().is_empty() => {
+            return Err(Refusal::invalid("a system message needs a body"));
         }
         MessageKind::Text if send.body.trim().is_empty() => {
             return Err(Refusal::invalid("a text message needs a body"));
@@ -100,6 +105,7 @@ mod tests {
     fn text(body: &str) -> SendDraft<'_> {
         SendDraft {
             participant: true,
+            trusted: false,
             client_msg_id: "c-1",
             kind: MessageKind::Text,
             body,
@@ -154,6 +160,12 @@ mod tests {
         send = text("hi");
         send.kind = MessageKind::System;
         assert_eq!(refused(Uuid::nil(), send), Some(ErrorCode::InvalidArgument));
+        send.trusted = true;
+        assert_eq!(
+            refused(Uuid::nil(), send),
+            None,
+            "an operator's system message"
+        );
     }
 
     #[test]

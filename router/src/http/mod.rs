@@ -1,4 +1,5 @@
-//! The HTTP API: history, the conversation list, creating conversations.
+//! The HTTP API: history, the conversation list, creating conversations;
+//! devices ([`devices`]); blocks and reports ([`safety`]).
 //! Every call is authenticated and answered by the node that owns the data:
 //! the conversation's owner, or the caller's home node for the list.
 
@@ -22,6 +23,7 @@ use crate::auth::Authenticated;
 use crate::App;
 
 pub mod devices;
+pub mod safety;
 
 /// An HTTP error answer: a stable code (its status comes from
 /// [`ErrorCode::http_status`]), a message, and for `rate_limited` the delay.

@@ -25,6 +25,10 @@ pub async fn upgrade(
     Authenticated(claims): Authenticated,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if app.inner.bans.contains(&claims.sub) {
+        metrics::counter!("turbochat_sessions_refused_total").increment(1);
+        return ApiError::new(ErrorCode::Banned, "this account is banned").into_response();
+    }
     let limits = &app.inner.limits;
     if app.inner.sessions.len() >= limits.max_sessions || app.inner.shutdown.is_cancelled() {
         metrics::counter!("turbochat_sessions_refused_total").increment(1);

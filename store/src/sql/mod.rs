@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
 mod rows;
+mod safety;
 mod statements;
 mod store;
 
@@ -434,6 +435,104 @@ macro_rules! impl_store_via_sql {
                 now: i64,
             ) -> Result<Vec<(String, u64)>, $crate::StoreError> {
                 self.sql.push_jobs_by_state(now).await
+            }
+
+            async fn block(
+                &self,
+                blocker: &str,
+                blocked: &str,
+                at: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.block(blocker, blocked, at).await
+            }
+
+            async fn unblock(
+                &self,
+                blocker: &str,
+                blocked: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.unblock(blocker, blocked).await
+            }
+
+            async fn blocks_of(
+                &self,
+                blocker: &str,
+            ) -> Result<Vec<$crate::safety::Block>, $crate::StoreError> {
+                self.sql.blocks_of(blocker).await
+            }
+
+            async fn block_relations(
+                &self,
+                user: &str,
+            ) -> Result<Vec<turbochat_protocol::ids::UserId>, $crate::StoreError> {
+                self.sql.block_relations(user).await
+            }
+
+            async fn insert_report(
+                &self,
+                report: &$crate::safety::NewReport,
+            ) -> Result<i64, $crate::StoreError> {
+                self.sql.insert_report(report).await
+            }
+
+            async fn reports(
+                &self,
+                status: Option<&str>,
+                after_id: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::safety::Report>, $crate::StoreError> {
+                self.sql.reports(status, after_id, limit).await
+            }
+
+            async fn report(
+                &self,
+                id: i64,
+            ) -> Result<Option<$crate::safety::Report>, $crate::StoreError> {
+                self.sql.report(id).await
+            }
+
+            async fn resolve_report(
+                &self,
+                id: i64,
+                resolution: &str,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.resolve_report(id, resolution, audit).await
+            }
+
+            async fn ban(
+                &self,
+                ban: &$crate::safety::Ban,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.ban(ban, audit).await
+            }
+
+            async fn unban(
+                &self,
+                user: &str,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.unban(user, audit).await
+            }
+
+            async fn bans(&self) -> Result<Vec<$crate::safety::Ban>, $crate::StoreError> {
+                self.sql.bans().await
+            }
+
+            async fn record_audit(
+                &self,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<(), $crate::StoreError> {
+                self.sql.record_audit(audit).await
+            }
+
+            async fn audit_log(
+                &self,
+                before_id: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<$crate::safety::AuditEntry>, $crate::StoreError> {
+                self.sql.audit_log(before_id, limit).await
             }
         }
     };

@@ -23,7 +23,7 @@ use crate::refusal::Refusal;
 
 impl Owner<'_> {
     /// Checks a send and queues it for the next batch.
-    pub(super) async fn accept_send(&mut self, state: &mut State, send: SendCommand) {
+    pub(super) async fn accept_send(&mut self, state: &mut State, mut send: SendCommand) {
         #[cfg(feature = "fault-injection")]
         if send.body == "__turbochat_owner_panic__" {
             // Queued first, so the supervisor has a held send to answer.
@@ -31,7 +31,8 @@ impl Owner<'_> {
             panic!("injected owner panic (fault-injection build)");
         }
         let draft = SendDraft {
-            participant: state.participants.contains_key(&send.user_id),
+            participant: send.trusted || state.participants.contains_key(&send.user_id),
+            trusted: send.trusted,
             client_msg_id: &send.client_msg_id,
             kind: send.kind,
             body: &send.body,
@@ -40,6 +41,9 @@ impl Owner<'_> {
         let mut verdict = check_send(self.id, draft, self.owners.config().max_body_chars);
         if let (Ok(()), Some(key)) = (&verdict, send.media_key.as_deref()) {
             verdict = self.check_upload(key).await;
+        }
+        if verdict.is_ok() {
+            verdict = self.owners.safety().screen_send(self.id, &mut send).await;
         }
         match verdict {
             Ok(()) => state.queued.push(send),

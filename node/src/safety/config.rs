@@ -1,0 +1,39 @@
+//! `[safety]`: how the node keeps block lists.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[safety]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// How long a cached block list is trusted without being told of a
+    /// change. Changes are announced to every node at once; this only
+    /// bounds how long a node that missed the announcement (unreachable at
+    /// that moment, or static routing with several nodes) keeps the old list.
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub block_cache_ttl: Duration,
+    /// How often the ban list is read again. A ban is announced to every
+    /// node at once; this bounds how long a node that missed the notice
+    /// lets a banned user act.
+    #[serde(default = "default_ban_refresh", with = "humantime_serde")]
+    pub ban_refresh: Duration,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig {
+            block_cache_ttl: default_ttl(),
+            ban_refresh: default_ban_refresh(),
+        }
+    }
+}
+
+fn default_ban_refresh() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(60)
+}

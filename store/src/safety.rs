@@ -1,0 +1,85 @@
+//! Rows of trust and safety: blocks between users and reports about
+//! messages or users (see `migrations/*/0004_safety.sql`).
+
+use turbochat_protocol::ids::{ConversationId, Seq, UserId};
+
+/// One block: `blocker_id` receives nothing from `blocked_id` in direct
+/// conversations, and neither can start a new one with the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Who blocked.
+    pub blocker_id: UserId,
+    /// Who is blocked.
+    pub blocked_id: UserId,
+    /// When, unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A report to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReport {
+    /// Who reports (a user, or `system:moderation` for a flagged message).
+    pub reporter_id: UserId,
+    /// Whom the report is about.
+    pub reported_user_id: UserId,
+    /// The conversation the reported message or user was met in.
+    pub conversation_id: Option<ConversationId>,
+    /// The reported message's seq (absent for a report about a user, or a
+    /// flagged message not yet numbered).
+    pub reported_seq: Option<Seq>,
+    /// One of the reasons documented in `docs/protocol.md`.
+    pub reason: String,
+    /// The reporter's free text.
+    pub note: Option<String>,
+    /// JSON array of the messages as they were (a copy).
+    pub evidence: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A stored report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Row id.
+    pub id: i64,
+    /// What was reported.
+    pub report: NewReport,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// What the operator decided.
+    pub resolution: Option<String>,
+    /// The operator who resolved it.
+    pub resolved_by: Option<String>,
+    /// When, unix milliseconds.
+    pub resolved_at: Option<i64>,
+}
+
+/// A banned user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// Who.
+    pub user_id: UserId,
+    /// Why (the operator's words).
+    pub reason: String,
+    /// The operator who banned.
+    pub banned_by: String,
+    /// When, unix milliseconds.
+    pub created_at: i64,
+}
+
+/// One entry of the admin audit log: who did what, on what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Row id (0 for an entry not yet stored).
+    pub id: i64,
+    /// The operator's name (from the credential that authenticated them).
+    pub operator: String,
+    /// `ban`, `unban`, `resolve_report`, `system_message`, ...
+    pub action: String,
+    /// What it was done to (a user id, `report:12`, a conversation id).
+    pub target: String,
+    /// JSON object with the action's details.
+    pub detail: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
