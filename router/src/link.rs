@@ -127,10 +127,13 @@ impl NodeLink {
     }
 }
 
-/// Delays between attempts to (re)connect a node link.
+/// Delays between attempts to (re)connect a node link: at most 0.5 s, so a
+/// link is back within half a second of its path healing (an attempt at a
+/// dead node is a refused connect: cheap; and the link is dropped once the
+/// node has left the ring).
 pub const LINK_BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(50),
-    max: Duration::from_secs(2),
+    max: Duration::from_millis(500),
     multiplier: 2.0,
 };
 
