@@ -1,4 +1,6 @@
-//! The fallback bus: Redis pub/sub, one channel per router.
+//! The node's publishing end of the fallback bus: Redis pub/sub, one
+//! channel per router (what routers send this node while their stream is
+//! down arrives on the node's own channel: `link/bus_in.rs`).
 //!
 //! When a node cannot hand a frame to a router over its gRPC link (the link
 //! is down, or cut for lagging), it publishes the frame on the router's
@@ -43,10 +45,5 @@ impl Bus {
     pub fn publish(&self, router_id: &str, frame: &NodeFrame) -> bool {
         self.publisher
             .publish(self.config.router_channel(router_id), frame.encode_to_vec())
-    }
-
-    /// The bus settings.
-    pub fn config(&self) -> &BusConfig {
-        &self.config
     }
 }

@@ -132,11 +132,7 @@ impl Routers {
         tx: mpsc::Sender<LinkItem>,
         cut: CancellationToken,
     ) -> (RouterLink, u64) {
-        let slot = *self
-            .inner
-            .slots
-            .entry((router_id.to_string(), incarnation))
-            .or_insert_with(|| self.inner.next.fetch_add(1, Ordering::Relaxed));
+        let slot = self.slot(router_id, incarnation);
         let number = self.inner.next.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = self.inner.streams.insert(slot, Stream { number, tx, cut }) {
             old.cut.cancel();
@@ -149,15 +145,20 @@ impl Routers {
         (link, number)
     }
 
+    /// The stable address of router process `(id, incarnation)`.
+    fn slot(&self, router_id: &str, incarnation: u64) -> u64 {
+        *self
+            .inner
+            .slots
+            .entry((router_id.to_string(), incarnation))
+            .or_insert_with(|| self.inner.next.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The address of router `(id, incarnation)` when it speaks over the
     /// bus: the same as its stream's, so subscriptions made either way are
     /// one; answers go by its stream if any, else by the bus.
     pub fn heard_on_bus(&self, router_id: &str, incarnation: u64) -> RouterLink {
-        let slot = *self
-            .inner
-            .slots
-            .entry((router_id.to_string(), incarnation))
-            .or_insert_with(|| self.inner.next.fetch_add(1, Ordering::Relaxed));
+        let slot = self.slot(router_id, incarnation);
         self.inner
             .heard_on_bus
             .insert(slot, std::time::Instant::now());
@@ -252,12 +253,14 @@ pub struct RouterLink {
     routers: Routers,
 }
 
+/// A `Deliver`; `client_msg_id` names the send it answers, if any.
 fn deliver_frame(
     session_ids: Vec<u64>,
     conversation_id: ConversationId,
     seq: Seq,
     kind: DeliverKind,
     payload: Bytes,
+    client_msg_id: String,
 ) -> NodeFrame {
     NodeFrame {
         frame: Some(node_frame::Frame::Deliver(Deliver {
@@ -266,7 +269,7 @@ fn deliver_frame(
             seq,
             kind: kind as i32,
             payload,
-            client_msg_id: String::new(),
+            client_msg_id,
         })),
     }
 }
@@ -302,6 +305,7 @@ impl RouterLink {
             seq,
             kind,
             payload,
+            String::new(),
         ))
     }
 
@@ -317,7 +321,14 @@ impl RouterLink {
         payload: Bytes,
         patience: std::time::Duration,
     ) -> Delivery {
-        let frame = deliver_frame(session_ids, conversation_id, seq, kind, payload);
+        let frame = deliver_frame(
+            session_ids,
+            conversation_id,
+            seq,
+            kind,
+            payload,
+            String::new(),
+        );
         self.routers
             .send_patiently(self.slot, &self.router_id, frame, patience)
             .await
@@ -337,13 +348,7 @@ impl RouterLink {
         kind: DeliverKind,
         frame: &ServerFrame,
     ) -> Delivery {
-        self.deliver(
-            vec![session_id],
-            conversation_id,
-            seq,
-            kind,
-            Bytes::from(frame.to_json()),
-        )
+        self.answer(session_id, conversation_id, seq, kind, frame, String::new())
     }
 
     /// Asks the router to subscribe `session_ids` to `conversation_id`
@@ -382,8 +387,9 @@ impl RouterLink {
         )
     }
 
-    /// Sends the answer to one send (its `ack` or `error`) to its session,
-    /// naming the send, so the router answers each send once.
+    /// Sends one server frame to one session; for the answer to a send
+    /// (its `ack` or `error`), `client_msg_id` names the send, so the router
+    /// answers each send once (empty otherwise).
     pub fn answer(
         &self,
         session_id: u64,
@@ -393,16 +399,13 @@ impl RouterLink {
         frame: &ServerFrame,
         client_msg_id: String,
     ) -> Delivery {
-        let mut frame = deliver_frame(
+        self.push(deliver_frame(
             vec![session_id],
             conversation_id,
             seq,
             kind,
             Bytes::from(frame.to_json()),
-        );
-        if let Some(node_frame::Frame::Deliver(deliver)) = &mut frame.frame {
-            deliver.client_msg_id = client_msg_id;
-        }
-        self.push(frame)
+            client_msg_id,
+        ))
     }
 }

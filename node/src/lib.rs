@@ -12,6 +12,7 @@ pub mod homes;
 pub mod link;
 pub mod owner;
 pub mod ownership;
+pub mod peers;
 pub mod push;
 pub mod refusal;
 pub mod safety;
@@ -113,12 +114,14 @@ pub async fn run(
         writer_shutdown.clone(),
     );
     let ring = RingView::new(Ring::empty());
+    let peers = crate::peers::Peers::default();
     let safety = crate::safety::Safety::new(
         config.node.id.clone(),
         &config.safety,
         &config.moderation,
         store.clone(),
         config.cluster.enabled.then(|| ring.clone()),
+        peers.clone(),
         tasks.clone(),
     )?;
     // Refused from the first request on: the ban list is read before the
@@ -196,9 +199,9 @@ pub async fn run(
     let events = crate::user_events::UserEvents::new(
         config.node.id.clone(),
         membership.as_ref().map(|_| ring.clone()),
-        crate::homes::Homes::default(),
         store.clone(),
         safety.clone(),
+        peers,
         config.owner.presence_grace,
         tasks.clone(),
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use turbochat_cluster::RingView;
 use turbochat_protocol::ids::UserId;
 use turbochat_protocol::link::link_client::LinkClient;
@@ -21,6 +21,7 @@ use turbochat_store::Store;
 
 use crate::fanout::RouterLink;
 use crate::homes::Homes;
+use crate::peers::Peers;
 use crate::safety::Safety;
 
 /// Most contacts told about one presence change.
@@ -33,7 +34,7 @@ pub struct UserEvents {
     me: String,
     ring: Option<RingView>,
     homes: Homes,
-    peers: Arc<DashMap<String, LinkClient<Channel>>>,
+    peers: Peers,
     store: Arc<dyn Store>,
     safety: Safety,
     presence_grace: Duration,
@@ -48,9 +49,9 @@ impl UserEvents {
     pub fn new(
         me: String,
         ring: Option<RingView>,
-        homes: Homes,
         store: Arc<dyn Store>,
         safety: Safety,
+        peers: Peers,
         presence_grace: Duration,
         tasks: TaskTracker,
     ) -> Self {
@@ -59,8 +60,8 @@ impl UserEvents {
             tasks,
             me,
             ring,
-            homes,
-            peers: Arc::new(DashMap::new()),
+            homes: Homes::default(),
+            peers,
             store,
             presence_grace,
             going_offline: Arc::new(DashMap::new()),
@@ -192,16 +193,6 @@ impl UserEvents {
     }
 
     fn peer(&self, grpc: &str) -> Option<LinkClient<Channel>> {
-        if let Some(client) = self.peers.get(grpc) {
-            return Some(client.clone());
-        }
-        let channel = Endpoint::from_shared(grpc.to_string())
-            .ok()?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let client = LinkClient::new(channel);
-        self.peers.insert(grpc.to_string(), client.clone());
-        Some(client)
+        self.peers.channel(grpc).map(LinkClient::new)
     }
 }

@@ -95,6 +95,11 @@ impl Lanes {
         self.in_flight
     }
 
+    /// Whether sends of this lane wait at the router.
+    pub fn waiting(&self, conversation: &ConversationId) -> bool {
+        self.lanes.get(conversation).is_some_and(has_waiting)
+    }
+
     /// The conversations with sends in flight.
     pub fn conversations(&self) -> Vec<ConversationId> {
         self.lanes.keys().copied().collect()
@@ -255,15 +260,11 @@ impl Lanes {
                 }
             }
         }
-        let waiting = |lane: &VecDeque<Entry>| {
-            lane.iter()
-                .any(|e| matches!(e.place, Place::Waiting { .. }))
-        };
         let (Some(owner), Some(path), false) = (owner, owner_path, blocked) else {
             return Plan {
                 node: None,
                 sends: Vec::new(),
-                waiting: waiting(lane),
+                waiting: has_waiting(lane),
             };
         };
         let mut sends = Vec::new();
@@ -282,7 +283,7 @@ impl Lanes {
             }
         }
         Plan {
-            waiting: waiting(lane),
+            waiting: has_waiting(lane),
             node: Some(owner),
             sends,
         }
@@ -335,6 +336,11 @@ impl Lanes {
         self.in_flight -= expired.len();
         expired
     }
+}
+
+fn has_waiting(lane: &VecDeque<Entry>) -> bool {
+    lane.iter()
+        .any(|e| matches!(e.place, Place::Waiting { .. }))
 }
 
 /// What [`Lanes::plan`] decided.

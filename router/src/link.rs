@@ -498,70 +498,60 @@ impl Links {
     /// Subscribes again, over the bus, every session whose cursor names
     /// this node (its stream just broke), and registers its homes there.
     fn resubscribe_over_bus(&self, link: &NodeLink) {
-        let ring = self.inner.ring.current();
-        let mut count = 0usize;
-        for session in self.inner.sessions.all() {
-            if ring
-                .home_of(&session.user_id)
-                .is_some_and(|h| h.id == link.node.id)
-            {
-                let _ = link.send(router_frame::Frame::SessionOpened(SessionOpened {
-                    session_id: session.id,
-                    user_id: session.user_id.clone(),
-                }));
-            }
-            for (conversation, cursor) in session.cursors() {
-                if cursor.node != link.node.id {
-                    continue;
-                }
-                let frame =
-                    subscribe_frame(session.id, &session.user_id, conversation, cursor.last_seq);
-                if link.send_frame(frame).is_ok() {
-                    count += 1;
-                }
-            }
+        let (frames, subscriptions) = self.reattach_frames(&link.node.id);
+        for frame in frames {
+            let _ = link.send_frame(frame);
         }
-        if count > 0 {
-            tracing::info!(node = %link.node.id, subscriptions = count, "stream down: re-subscribed over the bus");
+        if subscriptions > 0 {
+            tracing::info!(node = %link.node.id, subscriptions, "stream down: re-subscribed over the bus");
         }
     }
 
     /// Re-subscribes every session whose cursor names this node.
     async fn resubscribe(&self, link: &NodeLink, tx: &mpsc::Sender<RouterFrame>) {
-        let mut count = 0usize;
+        let (frames, subscriptions) = self.reattach_frames(&link.node.id);
+        for frame in frames {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if subscriptions > 0 {
+            tracing::info!(node = %link.node.id, subscriptions, "re-subscribed sessions");
+        }
+    }
+
+    /// What a node must hear again from this router: every session homed
+    /// there (registered as such), and every subscription whose cursor
+    /// names it, from the cursor. Returns the frames and how many are
+    /// subscriptions.
+    fn reattach_frames(&self, node: &str) -> (Vec<RouterFrame>, usize) {
         let ring = self.inner.ring.current();
+        let mut frames = Vec::new();
+        let mut subscriptions = 0usize;
         for session in self.inner.sessions.all() {
-            if ring
-                .home_of(&session.user_id)
-                .is_some_and(|h| h.id == link.node.id)
-            {
-                session.registered_home(&link.node.id);
-                let frame = RouterFrame {
+            if ring.home_of(&session.user_id).is_some_and(|h| h.id == node) {
+                session.registered_home(node);
+                frames.push(RouterFrame {
                     redirects: 0,
                     frame: Some(router_frame::Frame::SessionOpened(SessionOpened {
                         session_id: session.id,
                         user_id: session.user_id.clone(),
                     })),
-                };
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
+                });
             }
             for (conversation, cursor) in session.cursors() {
-                if cursor.node != link.node.id {
-                    continue;
+                if cursor.node == node {
+                    frames.push(subscribe_frame(
+                        session.id,
+                        &session.user_id,
+                        conversation,
+                        cursor.last_seq,
+                    ));
+                    subscriptions += 1;
                 }
-                let frame =
-                    subscribe_frame(session.id, &session.user_id, conversation, cursor.last_seq);
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-                count += 1;
             }
         }
-        if count > 0 {
-            tracing::info!(node = %link.node.id, subscriptions = count, "re-subscribed sessions");
-        }
+        (frames, subscriptions)
     }
 }
 

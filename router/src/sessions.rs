@@ -75,8 +75,8 @@ pub enum Followup {
         /// The unknown session.
         session_id: u64,
     },
-    /// The owner answered one of this session's sends: its lane may send
-    /// what waited behind it.
+    /// The owner answered one of this session's sends and others wait in
+    /// its lane: they may go now.
     Answered {
         /// The session.
         session_id: u64,
@@ -240,13 +240,22 @@ impl Session {
             DeliverKind::Ack | DeliverKind::Error if !client_msg_id.is_empty() => {
                 // The answer to a send: forwarded once, whichever copy of
                 // the send (sent again after a lost node) it answers.
-                if !self.lanes().answered(&conversation, client_msg_id) {
+                let mut lanes = self.lanes();
+                if !lanes.answered(&conversation, client_msg_id) {
                     metrics::counter!("turbochat_router_duplicate_answers_total").increment(1);
                     return Followup::None;
                 }
+                // Only a lane with sends waiting behind this one needs
+                // planning again: most answers leave nothing to do.
+                let behind = lanes.waiting(&conversation);
+                drop(lanes);
                 self.push(text.clone());
-                return Followup::Answered {
-                    session_id: self.id,
+                return if behind {
+                    Followup::Answered {
+                        session_id: self.id,
+                    }
+                } else {
+                    Followup::None
                 };
             }
             DeliverKind::Message => {
@@ -493,11 +502,15 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let session = sessions.open("alice".into(), tx);
         let c = ConversationId::new_v4();
-        let send = link::Send {
-            client_msg_id: "m-1".into(),
-            ..Default::default()
+        let push = |id: &str| {
+            let send = link::Send {
+                client_msg_id: id.into(),
+                ..Default::default()
+            };
+            session.lanes().push(c, send, Instant::now(), 8).unwrap();
         };
-        session.lanes().push(c, send, Instant::now(), 8).unwrap();
+        push("m-1");
+        push("m-2");
         let mut ack = deliver(c, session.id, DeliverKind::Ack, 7);
         ack.client_msg_id = "m-1".into();
         assert_eq!(
@@ -515,14 +528,14 @@ mod tests {
         );
         assert_eq!(received(&mut rx), ["{\"seq\":7}"]);
         // An answer from a node that does not name its send: read from the frame.
-        let send = link::Send {
-            client_msg_id: "m-2".into(),
-            ..Default::default()
-        };
-        session.lanes().push(c, send, Instant::now(), 8).unwrap();
+        push("m-3");
         let mut old = deliver(c, session.id, DeliverKind::Ack, 8);
         old.payload = bytes::Bytes::from_static(b"{\"type\":\"ack\",\"client_msg_id\":\"m-2\"}");
         assert_eq!(sessions.deliver(old).len(), 1);
+        // The last answer leaves nothing waiting: nothing to plan.
+        let mut last = deliver(c, session.id, DeliverKind::Ack, 9);
+        last.client_msg_id = "m-3".into();
+        assert!(sessions.deliver(last).is_empty());
         assert_eq!(session.lanes().in_flight(), 0);
     }
 }

@@ -305,6 +305,7 @@ mod tests {
             &Default::default(),
             store.clone(),
             None,
+            crate::peers::Peers::default(),
             TaskTracker::new(),
         )
         .unwrap();

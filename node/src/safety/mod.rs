@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use turbochat_cluster::RingView;
 use turbochat_protocol::http::ConversationKind;
 use turbochat_protocol::ids::{ConversationId, UserId};
@@ -44,6 +44,8 @@ use turbochat_protocol::safety::safety_client::SafetyClient;
 use turbochat_protocol::safety::BlocksChangedRequest;
 use turbochat_protocol::{ErrorCode, MessageKind};
 use turbochat_store::{Store, StoreError};
+
+use crate::peers::Peers;
 
 use self::bans::BanList;
 use self::blocks::BlockCache;
@@ -94,7 +96,7 @@ struct Inner {
     facts: DashMap<ConversationId, Facts>,
     moderator: Moderator,
     ring: Option<RingView>,
-    peers: DashMap<String, SafetyClient<Channel>>,
+    peers: Peers,
     /// Set once the owners exist (they hold this handle).
     system: std::sync::OnceLock<system::SystemPost>,
     tasks: TaskTracker,
@@ -118,6 +120,7 @@ impl Safety {
         moderation: &moderation::ModerationConfig,
         store: Arc<dyn Store>,
         ring: Option<RingView>,
+        peers: Peers,
         tasks: TaskTracker,
     ) -> Result<Self, SafetyError> {
         let moderator = Moderator::new(moderation)?;
@@ -134,7 +137,7 @@ impl Safety {
                 facts: DashMap::new(),
                 moderator,
                 ring,
-                peers: DashMap::new(),
+                peers,
                 system: std::sync::OnceLock::new(),
                 tasks,
             }),
@@ -498,17 +501,7 @@ impl Safety {
     }
 
     fn peer(&self, grpc: &str) -> Option<SafetyClient<Channel>> {
-        if let Some(client) = self.inner.peers.get(grpc) {
-            return Some(client.clone());
-        }
-        let channel = Endpoint::from_shared(grpc.to_string())
-            .ok()?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let client = SafetyClient::new(channel);
-        self.inner.peers.insert(grpc.to_string(), client.clone());
-        Some(client)
+        self.inner.peers.channel(grpc).map(SafetyClient::new)
     }
 
     fn store(&self) -> &dyn Store {
