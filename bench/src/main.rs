@@ -168,7 +168,7 @@ struct Defaults {
 }
 
 const RUN: Defaults = Defaults {
-    targets: "floor,socketio,seedgo,1n1r,3n2r",
+    targets: "floor,socketio,seedgo,1c,1n1r,3n2r",
     clients: 2000,
     rate: 1000.0,
     duration: 20.0,
@@ -177,7 +177,7 @@ const RUN: Defaults = Defaults {
 };
 
 const SMOKE: Defaults = Defaults {
-    targets: "floor,socketio,seedgo,1n1r",
+    targets: "floor,socketio,seedgo,1c,1n1r",
     clients: 20,
     rate: 200.0,
     duration: 3.0,
@@ -342,7 +342,7 @@ async fn sweep_mode(args: SweepArgs, nofile_limit: u64) -> anyhow::Result<()> {
         .common
         .targets
         .as_deref()
-        .unwrap_or("floor,socketio,seedgo,1n1r,3n2r");
+        .unwrap_or("floor,socketio,seedgo,1c,1n1r,3n2r");
     let first = Load {
         rate: args.from,
         duration: secs(args.step_duration, "step-duration")?,

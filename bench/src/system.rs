@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use harness::cluster::{Cluster, Options};
+use harness::process::Role;
 use harness::store::TestStore;
 
 /// Which system to start.
@@ -38,6 +39,9 @@ pub enum Target {
         routers: usize,
         /// SWIM gossip membership (else a static node list).
         gossip: bool,
+        /// Co-located mode: `nodes` processes, each a node and a router
+        /// linked in process (`turbochat-colocated`).
+        colocated: bool,
     },
 }
 
@@ -48,13 +52,18 @@ impl Target {
             Target::Floor => "floor".into(),
             Target::SocketIo => "socketio".into(),
             Target::SeedGo => "seedgo".into(),
+            Target::Turbochat {
+                nodes,
+                colocated: true,
+                ..
+            } => format!("turbochat-{nodes}c"),
             Target::Turbochat { nodes, routers, .. } => format!("turbochat-{nodes}n{routers}r"),
         }
     }
 
     /// Parses `floor`, `socketio`, `seedgo`, `1n1r`, `3n2r` (or
-    /// `turbochat-3n2r`).
-    /// Clusters with more than one node use gossip.
+    /// `turbochat-3n2r`), and `1c`, `3c` (co-located processes).
+    /// Clusters with more than one process use gossip.
     pub fn parse(text: &str) -> anyhow::Result<Target> {
         let text = text.trim().trim_start_matches("turbochat-");
         match text {
@@ -62,6 +71,18 @@ impl Target {
             "socketio" | "socket.io" => return Ok(Target::SocketIo),
             "seedgo" => return Ok(Target::SeedGo),
             _ => {}
+        }
+        if let Some(count) = text.strip_suffix('c') {
+            let nodes: usize = count.parse().context("co-located process count")?;
+            if nodes == 0 {
+                bail!("a co-located cluster needs at least one process");
+            }
+            return Ok(Target::Turbochat {
+                nodes,
+                routers: nodes,
+                gossip: nodes > 1,
+                colocated: true,
+            });
         }
         let (nodes, routers) = text
             .strip_suffix('r')
@@ -78,6 +99,7 @@ impl Target {
             nodes,
             routers,
             gossip: nodes > 1 || routers > 1,
+            colocated: false,
         })
     }
 }
@@ -180,6 +202,7 @@ impl System {
                 nodes,
                 routers,
                 gossip,
+                colocated,
             } => {
                 let store = TestStore::postgres().await;
                 let options = Options {
@@ -188,11 +211,17 @@ impl System {
                     gossip: *gossip,
                     router_env: env.router.clone(),
                     node_env: env.node.clone(),
+                    colocated: *colocated,
                     ..Options::default()
                 };
                 let cluster = Cluster::start(store, options).await;
                 let endpoints = cluster.routers.iter().map(|r| r.addr("http")).collect();
-                let node_metrics = cluster.nodes.iter().map(|n| n.addr("http")).collect();
+                let node_metrics = cluster
+                    .nodes
+                    .iter()
+                    .chain(cluster.routers.iter().filter(|r| r.role == Role::Colocated))
+                    .map(Cluster::node_http)
+                    .collect();
                 let processes = cluster
                     .nodes
                     .iter()
@@ -440,7 +469,8 @@ mod tests {
             Target::Turbochat {
                 nodes: 1,
                 routers: 1,
-                gossip: false
+                gossip: false,
+                colocated: false,
             }
         );
         assert_eq!(
@@ -448,9 +478,21 @@ mod tests {
             Target::Turbochat {
                 nodes: 3,
                 routers: 2,
-                gossip: true
+                gossip: true,
+                colocated: false,
             }
         );
+        assert_eq!(
+            Target::parse("1c").unwrap(),
+            Target::Turbochat {
+                nodes: 1,
+                routers: 1,
+                gossip: false,
+                colocated: true,
+            }
+        );
+        assert_eq!(Target::parse("2c").unwrap().name(), "turbochat-2c");
+        assert!(Target::parse("0c").is_err());
         assert_eq!(Target::parse("3n2r").unwrap().name(), "turbochat-3n2r");
         assert_eq!(Target::parse("socketio").unwrap(), Target::SocketIo);
         assert_eq!(Target::parse("seedgo").unwrap(), Target::SeedGo);

@@ -47,6 +47,8 @@ pub fn build(release: bool) -> PathBuf {
         "turbochat-node",
         "--bin",
         "turbochat-router",
+        "--bin",
+        "turbochat-colocated",
         // The owner-panic test's hook; never in a production build.
         "--features",
         "turbochat-node/fault-injection",

@@ -27,6 +27,11 @@ pub struct Options {
     /// Put a cuttable TCP proxy in front of every node's gRPC listener
     /// (what routers and other nodes connect to): see [`Cluster::grpc_proxy`].
     pub proxied_grpc: bool,
+    /// Co-located mode: `nodes` processes of `turbochat-colocated`, each a
+    /// node and a router (`routers` is ignored). They are in `routers`
+    /// (clients connect there); `nodes` stays empty; the node's addresses
+    /// are under `node` in each one's ready line ([`Cluster::node_http`]).
+    pub colocated: bool,
 }
 
 impl Default for Options {
@@ -40,6 +45,7 @@ impl Default for Options {
             router_env: BTreeMap::new(),
             gossip_net: None,
             proxied_grpc: false,
+            colocated: false,
         }
     }
 }
@@ -80,11 +86,15 @@ impl Cluster {
             grpc_proxies: BTreeMap::new(),
             store,
         };
-        for _ in 0..options.nodes {
-            cluster.add_node();
-        }
-        for i in 1..=options.routers {
-            cluster.add_router(i);
+        if options.colocated {
+            cluster.add_colocated();
+        } else {
+            for _ in 0..options.nodes {
+                cluster.add_node();
+            }
+            for i in 1..=options.routers {
+                cluster.add_router(i);
+            }
         }
         cluster.wait_ready().await;
         cluster
@@ -165,6 +175,99 @@ impl Cluster {
         }
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Starts the co-located processes (`Options::colocated`): process i
+    /// runs `node-i` and `router-i`. Without gossip every router names
+    /// every node, on gRPC ports chosen here.
+    fn add_colocated(&mut self) {
+        let count = self.options.nodes;
+        let grpc: Vec<String> = (0..count)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .to_string()
+            })
+            .collect();
+        let static_nodes: Vec<String> = grpc
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{{id=\"node-{}\",grpc=\"http://{addr}\"}}", i + 1))
+            .collect();
+        for (i, grpc) in grpc.iter().enumerate() {
+            let n = i + 1;
+            let id = format!("node-{n}");
+            let mut env = env(&[
+                ("TURBOCHAT_NODE__ID", id.clone()),
+                ("TURBOCHAT_NODE__GRPC_LISTEN", grpc.clone()),
+                ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
+                ("TURBOCHAT_STORE__URL", self.store.url.clone()),
+                (
+                    "TURBOCHAT_PUSH__FILE__PATH",
+                    self.store
+                        .dir
+                        .path()
+                        .join(format!("{id}-push.jsonl"))
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+                ("TURBOCHAT_ROUTER__ID", format!("router-{n}")),
+                ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
+                ("TURBOCHAT_ROUTER__OPS_LISTEN", "127.0.0.1:0".into()),
+                (
+                    "TURBOCHAT_MEDIA__DIR",
+                    self.media_dir().to_string_lossy().into_owned(),
+                ),
+            ]);
+            if self.options.gossip {
+                env.insert("TURBOCHAT_ROUTER__NODES".into(), "[]".into());
+                env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
+                env.insert(
+                    "TURBOCHAT_CLUSTER__GOSSIP_LISTEN".into(),
+                    "127.0.0.1:0".into(),
+                );
+                if let Some(seed) = &self.seed {
+                    env.insert("TURBOCHAT_CLUSTER__SEEDS".into(), format!("[\"{seed}\"]"));
+                }
+            } else {
+                env.insert(
+                    "TURBOCHAT_ROUTER__NODES".into(),
+                    format!("[{}]", static_nodes.join(",")),
+                );
+            }
+            self.bus_env(&mut env);
+            env.extend(self.options.node_env.clone());
+            env.extend(self.options.router_env.clone());
+            let mut process = Process::start(Role::Colocated, &id, env, self.store.dir.path());
+            process.pin("TURBOCHAT_ROUTER__LISTEN", process.addr("http"));
+            process.pin("TURBOCHAT_ROUTER__OPS_LISTEN", process.addr("ops"));
+            let node_http = process.ready["node"]["http"]
+                .as_str()
+                .expect("ready line names the node's http")
+                .to_string();
+            process.pin("TURBOCHAT_NODE__HTTP_LISTEN", node_http);
+            if self.options.gossip {
+                let gossip = process.ready["node"]["gossip"]
+                    .as_str()
+                    .expect("ready line names the node's gossip")
+                    .to_string();
+                process.pin("TURBOCHAT_CLUSTER__GOSSIP_LISTEN", gossip.clone());
+                self.seed.get_or_insert(gossip);
+            }
+            self.routers.push(process);
+        }
+    }
+
+    /// The node's HTTP address (`/metrics`) of a co-located process.
+    pub fn node_http(process: &Process) -> String {
+        match process.role {
+            Role::Colocated => process.ready["node"]["http"]
+                .as_str()
+                .expect("ready line names the node's http")
+                .to_string(),
+            _ => process.addr("http"),
+        }
     }
 
     /// With a gossip switch: a port for `member`, advertised instead of
@@ -272,7 +375,11 @@ impl Cluster {
         let http = reqwest::Client::new();
         for i in 0..self.routers.len() {
             let url = self.router_ops_url(i);
-            let expected = self.nodes.len();
+            let expected = if self.options.colocated {
+                self.options.nodes
+            } else {
+                self.nodes.len()
+            };
             let gossip = self.options.gossip;
             crate::eventually(&format!("{url} ready"), Duration::from_secs(30), || {
                 let http = http.clone();

@@ -20,6 +20,8 @@ pub enum Role {
     Node,
     /// `turbochat-router`.
     Router,
+    /// `turbochat-colocated`: a node and a router in one process.
+    Colocated,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
         match self {
             Role::Node => "turbochat-node",
             Role::Router => "turbochat-router",
+            Role::Colocated => "turbochat-colocated",
         }
     }
 }

@@ -87,6 +87,19 @@ pub async fn run(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     on_ready: impl FnOnce(&Listening),
 ) -> Result<(), NodeError> {
+    run_with_local(config, signal, metrics, None, on_ready).await
+}
+
+/// [`run`], also serving the link in process through `local` (the
+/// co-located mode: a router of this process attaches there instead of
+/// over gRPC; routers of other processes still attach over gRPC).
+pub async fn run_with_local(
+    config: Config,
+    signal: CancellationToken,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    local: Option<turbochat_protocol::local::LocalNode>,
+    on_ready: impl FnOnce(&Listening),
+) -> Result<(), NodeError> {
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     // Every background task of this process but the owners (which have
@@ -224,6 +237,9 @@ pub async fn run(
             shutdown: shutdown.clone(),
         },
     );
+    if let Some(local) = &local {
+        local.serve(config.node.id.clone(), Arc::new(link.clone()));
+    }
     tasks.spawn(
         link.clone()
             .listen_bus(config.bus.clone(), config.node.id.clone()),

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: turbochat_service::Allocator = turbochat_service::Allocator;
+
 /// A turbochat node: owns conversations, orders, persists and fans out messages.
 #[derive(Debug, Parser)]
 #[command(name = "turbochat-node", version)]

@@ -6,11 +6,13 @@
 //! - [`link`]: the gRPC link between routers and nodes (`proto/link.proto`).
 //! - [`safety`]: blocks and reports between routers and nodes (`proto/safety.proto`).
 //! - [`ids`]: identifiers shared by every crate, and how they are derived.
+//! - [`local`]: the same link between a router and a node in one process.
 
 pub mod error;
 pub mod frame;
 pub mod http;
 pub mod ids;
+pub mod local;
 
 /// Generated from `proto/link.proto`.
 pub mod link {

@@ -119,6 +119,19 @@ pub async fn run(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     on_ready: impl FnOnce(&Listening),
 ) -> Result<(), RouterError> {
+    run_with_local(config, shutdown, metrics, None, on_ready).await
+}
+
+/// [`run`], attaching to the node of this process (`local`, once it
+/// serves) in process instead of over gRPC: the co-located mode. Links to
+/// every other node are gRPC streams as always.
+pub async fn run_with_local(
+    config: Config,
+    shutdown: CancellationToken,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    local: Option<turbochat_protocol::local::LocalNode>,
+    on_ready: impl FnOnce(&Listening),
+) -> Result<(), RouterError> {
     // Background tasks of this process: joined before it returns.
     let tasks = TaskTracker::new();
     let verifier = Verifier::from_config(&config.auth)?;
@@ -156,6 +169,7 @@ pub async fn run(
         ring.clone(),
         sessions.clone(),
         bus_out,
+        local,
         tasks.clone(),
         shutdown.clone(),
     )?;

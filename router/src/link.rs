@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +25,7 @@ use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{
     router_frame, BusRouterFrame, Hello, RouterFrame, SessionOpened, Subscribe, Unsubscribe,
 };
+use turbochat_protocol::local::{LocalNode, NodeFrames};
 
 use crate::sessions::{Session, Sessions};
 
@@ -151,6 +153,8 @@ struct Inner {
     sessions: Arc<Sessions>,
     /// The fallback bus, to reach nodes whose stream is down.
     bus: Option<(Publisher, BusConfig)>,
+    /// The node of this process, attached in process (co-located mode).
+    local: Option<LocalNode>,
     /// Lanes with sends waiting at the router: (session, conversation).
     waiting: dashmap::DashSet<(u64, ConversationId)>,
     ring: RingView,
@@ -167,6 +171,7 @@ impl Links {
         ring: RingView,
         sessions: Arc<Sessions>,
         bus: Option<(Publisher, BusConfig)>,
+        local: Option<LocalNode>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
@@ -178,6 +183,7 @@ impl Links {
                 sessions,
                 waiting: dashmap::DashSet::new(),
                 bus,
+                local,
                 ring: ring.clone(),
                 tasks,
                 shutdown,
@@ -462,12 +468,30 @@ impl Links {
         })
         .await
         .map_err(|_| tonic::Status::internal("link queue closed"))?;
-        let response = link.client().attach(ReceiverStream::new(rx)).await?;
-        let mut inbound = response.into_inner();
+        let local = self
+            .inner
+            .local
+            .as_ref()
+            .and_then(|local| local.attach_for(&link.node.id));
+        let in_process = local.is_some();
+        let mut inbound: NodeFrames = match local {
+            Some(local) => {
+                local
+                    .attach(Box::pin(ReceiverStream::new(rx).map(Ok)))
+                    .await?
+            }
+            None => Box::pin(
+                link.client()
+                    .attach(ReceiverStream::new(rx))
+                    .await?
+                    .into_inner(),
+            ),
+        };
         *link.outbound.lock().expect("link lock") = Some(tx.clone());
         link.up.send_replace(true);
-        tracing::info!(node = %link.node.id, "link up");
-        metrics::counter!("turbochat_link_connects_total").increment(1);
+        tracing::info!(node = %link.node.id, in_process, "link up");
+        let path = if in_process { "in_process" } else { "grpc" };
+        metrics::counter!("turbochat_link_connects_total", "path" => path).increment(1);
         self.resubscribe(link, &tx).await;
         // What went to this node over the bus meanwhile may have been lost
         // there (a node subscribes to its channel only once it runs): it
@@ -478,16 +502,16 @@ impl Links {
         let shutdown = link.stop.clone();
         loop {
             let frame = tokio::select! {
-                frame = inbound.message() => frame,
+                frame = inbound.next() => frame,
                 _ = shutdown.cancelled() => return Ok(()),
             };
             match frame {
-                Ok(Some(frame)) => self.on_node_frame(Some(link), frame.frame),
-                Ok(None) => {
+                Some(Ok(frame)) => self.on_node_frame(Some(link), frame.frame),
+                None => {
                     tracing::warn!(node = %link.node.id, "link closed by node");
                     return Ok(());
                 }
-                Err(status) => {
+                Some(Err(status)) => {
                     tracing::warn!(node = %link.node.id, %status, "link failed");
                     return Err(status);
                 }

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOC: turbochat_service::Allocator = turbochat_service::Allocator;
+
 /// A turbochat router: WebSocket and HTTP front, routes to owner nodes.
 #[derive(Debug, Parser)]
 #[command(name = "turbochat-router", version)]

@@ -7,8 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tonic::Streaming;
 use turbochat_protocol::ids::ConversationId;
 use turbochat_protocol::link::{node_frame, router_frame, NodeFrame, Redirect, RouterFrame};
 use turbochat_protocol::MessageKind;
@@ -62,7 +62,7 @@ pub(super) struct AttachReader {
 impl AttachReader {
     pub(super) async fn run(
         mut self,
-        mut inbound: Streaming<RouterFrame>,
+        mut inbound: impl Stream<Item = Result<RouterFrame, tonic::Status>> + Unpin,
         cut: CancellationToken,
         shutdown: CancellationToken,
     ) {
@@ -72,10 +72,10 @@ impl AttachReader {
         drop(_enter);
         loop {
             tokio::select! {
-                frame = inbound.message() => match frame {
-                    Ok(Some(frame)) => self.handle(frame),
-                    Ok(None) => break,
-                    Err(status) => {
+                frame = inbound.next() => match frame {
+                    Some(Ok(frame)) => self.handle(frame),
+                    None => break,
+                    Some(Err(status)) => {
                         tracing::info!(router = %self.link.router_id(), %status, "router stream failed");
                         break;
                     }

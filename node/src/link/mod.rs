@@ -16,6 +16,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::codegen::BoxFuture;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use turbochat_protocol::http::{ConversationList, HistoryPage};
@@ -25,6 +26,7 @@ use turbochat_protocol::link::{
     router_frame, CreateConversationRequest, HistoryRequest, JsonReply, ListConversationsRequest,
     ParticipantRequest, RouterFrame, UserEventsReply, UserEventsRequest,
 };
+use turbochat_protocol::local::{LocalAttach, NodeFrames, RouterFrames};
 use turbochat_protocol::ErrorCode;
 use turbochat_service::Background;
 use turbochat_store::{ConversationState, MediaUpload, Store, StoreError};
@@ -106,6 +108,52 @@ impl LinkService {
     }
 }
 
+impl LinkService {
+    /// A router attaches: its frames (the first is its hello) are read into
+    /// owner commands, and the returned stream carries this node's frames
+    /// to it. The same for the gRPC stream and the in-process link.
+    async fn attach_frames<S>(&self, mut inbound: S) -> Result<AttachStream, Status>
+    where
+        S: Stream<Item = Result<RouterFrame, Status>> + Send + Unpin + 'static,
+    {
+        let (router_id, incarnation) = match inbound.next().await.transpose()? {
+            Some(RouterFrame {
+                frame: Some(router_frame::Frame::Hello(hello)),
+                ..
+            }) if !hello.router_id.is_empty() => (hello.router_id, hello.incarnation),
+            _ => return Err(Refusal::invalid("the first frame must be hello").into()),
+        };
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let cut = self.shutdown.child_token();
+        let (link, number) = self
+            .routers
+            .attach(&router_id, incarnation, tx, cut.clone());
+        tracing::info!(router = %router_id, link = link.id(), "router attached");
+        metrics::gauge!("turbochat_link_routers").increment(1.0);
+        let reader = self.reader(link, number);
+        let span = tracing::info_span!("attach", router = %router_id);
+        let outbound = Outbound::new(rx, &reader.link).take_until(cut.clone().cancelled_owned());
+        let shutdown = self.shutdown.clone();
+        self.tasks
+            .spawn(reader.run(inbound, cut, shutdown).instrument(span));
+        Ok(Box::pin(outbound))
+    }
+}
+
+/// The node's frames to one attached router.
+type AttachStream = Pin<Box<dyn Stream<Item = LinkItem> + Send>>;
+
+/// A router in this process attaches without gRPC (the co-located mode).
+impl LocalAttach for LinkService {
+    fn attach(&self, frames: RouterFrames) -> BoxFuture<NodeFrames, Status> {
+        let service = self.clone();
+        Box::pin(async move {
+            let outbound: NodeFrames = service.attach_frames(frames).await?;
+            Ok(outbound)
+        })
+    }
+}
+
 fn store_status(err: StoreError) -> Status {
     Refusal::from(err).into()
 }
@@ -135,34 +183,15 @@ fn json_reply<T: serde::Serialize>(value: &T) -> Result<Response<JsonReply>, Sta
 
 #[tonic::async_trait]
 impl Link for LinkService {
-    type AttachStream = Pin<Box<dyn Stream<Item = LinkItem> + Send>>;
+    type AttachStream = AttachStream;
 
     async fn attach(
         &self,
         request: Request<Streaming<RouterFrame>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (router_id, incarnation) = match inbound.message().await? {
-            Some(RouterFrame {
-                frame: Some(router_frame::Frame::Hello(hello)),
-                ..
-            }) if !hello.router_id.is_empty() => (hello.router_id, hello.incarnation),
-            _ => return Err(Refusal::invalid("the first frame must be hello").into()),
-        };
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let cut = self.shutdown.child_token();
-        let (link, number) = self
-            .routers
-            .attach(&router_id, incarnation, tx, cut.clone());
-        tracing::info!(router = %router_id, link = link.id(), "router attached");
-        metrics::gauge!("turbochat_link_routers").increment(1.0);
-        let reader = self.reader(link, number);
-        let span = tracing::info_span!("attach", router = %router_id);
-        let outbound = Outbound::new(rx, &reader.link).take_until(cut.clone().cancelled_owned());
-        let shutdown = self.shutdown.clone();
-        self.tasks
-            .spawn(reader.run(inbound, cut, shutdown).instrument(span));
-        Ok(Response::new(Box::pin(outbound)))
+        self.attach_frames(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn history(

@@ -75,28 +75,38 @@ pub async fn run(app: App, claims: Claims, socket: WebSocket) {
     .await
 }
 
-/// Writes queued frames to the socket in order. An ordered close
-/// ([`Outgoing::Close`]) goes out after what was queued before it; a close
-/// now ([`Session::close_now`], e.g. a slow consumer) skips the queue,
-/// even when a write is stuck on a client that does not read.
+/// Most queued frames written to the socket in one go (one flush, one
+/// `write` system call on the socket for what the client has waiting).
+const MAX_BURST: usize = 64;
+
+/// Writes queued frames to the socket in order, everything already queued
+/// in one write. An ordered close ([`Outgoing::Close`]) goes out after what
+/// was queued before it; a close now ([`Session::close_now`], e.g. a slow
+/// consumer) skips the queue, even when a write is stuck on a client that
+/// does not read.
 async fn write_task(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut out: mpsc::Receiver<Outgoing>,
     session: Arc<Session>,
 ) {
     let closing = session.closing.clone();
+    // A close taken off the queue behind a burst of frames.
+    let mut held: Option<Outgoing> = None;
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = closing.cancelled() => break,
-            item = out.recv() => item,
+        let item = match held.take() {
+            Some(item) => Some(item),
+            None => tokio::select! {
+                biased;
+                _ = closing.cancelled() => break,
+                item = out.recv() => item,
+            },
         };
         match item {
             Some(Outgoing::Text(text)) => {
                 let sent = tokio::select! {
                     biased;
                     _ = closing.cancelled() => break,
-                    sent = sink.send(Message::Text(text)) => sent,
+                    sent = write_burst(&mut sink, text, &mut out, &mut held) => sent,
                 };
                 if sent.is_err() {
                     return;
@@ -116,6 +126,29 @@ async fn write_task(
         .close_reason()
         .unwrap_or((CLOSE_POLICY, "closing".to_string()));
     close(&mut sink, code, reason).await;
+}
+
+/// Buffers `first` and every text frame queued behind it (up to
+/// [`MAX_BURST`]), then flushes them to the socket at once. A close met in
+/// the queue is left in `held`, to go out after the burst.
+async fn write_burst(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    first: Utf8Bytes,
+    out: &mut mpsc::Receiver<Outgoing>,
+    held: &mut Option<Outgoing>,
+) -> Result<(), axum::Error> {
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BURST {
+        match out.try_recv() {
+            Ok(Outgoing::Text(text)) => sink.feed(Message::Text(text)).await?,
+            Ok(close) => {
+                *held = Some(close);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 async fn close(
