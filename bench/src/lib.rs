@@ -15,11 +15,14 @@
 //! - [`server`]: the nodes' own metrics over a phase (where the time goes).
 //! - [`report`]: percentiles, the side-by-side table, the JSON.
 //! - [`run`], [`memory`], [`sweep`]: the modes; [`chart`]: the SVG.
+//! - [`hook`]: a moderation hook that allows everything, to measure the
+//!   node's call to one.
 
 pub mod chart;
 pub mod cpu;
 pub mod dial;
 pub mod floor;
+pub mod hook;
 pub mod load;
 pub mod memory;
 pub mod report;

@@ -34,6 +34,11 @@ enum Command {
     Memory(MemoryArgs),
     /// Raise the load until p99 passes the bound; report the highest load under it and an SVG.
     Sweep(SweepArgs),
+    /// A moderation hook answering every message "allow", to measure the node's call to one: run it, then `run --node-env TURBOCHAT_MODERATION__HOOK__URL=http://ADDR/check`.
+    Hook {
+        #[arg(long, default_value = "127.0.0.1:7999")]
+        listen: String,
+    },
     /// A share of `memory`'s clients, held by a child process (started by `memory`).
     #[command(hide = true)]
     Hold {
@@ -210,6 +215,7 @@ async fn dispatch(command: Command, nofile_limit: u64) -> anyhow::Result<()> {
         Command::Memory(args) => memory_mode(args, nofile_limit).await,
         Command::Sweep(args) => sweep_mode(args, nofile_limit).await,
         Command::Hold { plan } => bench::memory::hold(&plan).await,
+        Command::Hook { listen } => bench::hook::serve(&listen).await,
         Command::Floor { .. } => unreachable!("handled before the runtime"),
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the turbochat container image with no registry to pull from:
-#   1. a release build of turbochat-node and turbochat-router (cargo);
-#   2. a root filesystem with the two binaries, the shared libraries they
+#   1. a release build of turbochat-node, turbochat-router and
+#      turbochat-colocated (cargo);
+#   2. a root filesystem with the three binaries, the shared libraries they
 #      link (ldd), CA certificates and a non-root user (uid 10001);
 #   3. `podman build` (or `buildah bud`) of deploy/image/Containerfile,
 #      FROM scratch.
@@ -32,19 +33,20 @@ done
 log() { echo "== deploy/image/build.sh: $*" >&2; }
 
 if [ -z "$bin_dir" ]; then
-  log "cargo build --release (turbochat-node, turbochat-router)"
-  (cd "$repo" && cargo build --release --locked --bin turbochat-node --bin turbochat-router)
+  log "cargo build --release (turbochat-node, turbochat-router, turbochat-colocated)"
+  (cd "$repo" && cargo build --release --locked --bin turbochat-node --bin turbochat-router \
+    --bin turbochat-colocated)
   bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
   case "$bin_dir" in /*) ;; *) bin_dir="$repo/$bin_dir" ;; esac
 fi
-for b in turbochat-node turbochat-router; do
+for b in turbochat-node turbochat-router turbochat-colocated; do
   [ -x "$bin_dir/$b" ] || { log "$bin_dir/$b is missing"; exit 1; }
 done
 
 stage="$(mktemp -d /var/tmp/turbochat-image.XXXXXX)"
 trap 'rm -rf "$stage"' EXIT
 root="$stage/rootfs"
-for b in turbochat-node turbochat-router; do
+for b in turbochat-node turbochat-router turbochat-colocated; do
   rootfs_add_bin "$root" "$bin_dir/$b" "/usr/local/bin/$b"
 done
 rootfs_users "$root" turbochat 10001 10001
