@@ -236,6 +236,10 @@ pub async fn run(
             axum::routing::delete(http::safety::unblock),
         )
         .route("/reports", post(http::safety::report))
+        .route(
+            "/conversations/{conversation_id}/messages/{seq}",
+            axum::routing::delete(http::safety::unsend),
+        )
         .route("/media", post(media::upload))
         .route("/media/{conversation_id}/{name}", get(media::fetch))
         .route(

@@ -35,7 +35,7 @@ pub mod sqlite;
 pub mod writer;
 
 pub use postgres::PgStore;
-pub use safety::{AuditEntry, Ban, Block, NewReport, Report};
+pub use safety::{AuditEntry, Ban, Block, NewReport, Report, Tombstone, Tombstoned};
 pub use sqlite::SqliteStore;
 pub use writer::{AppendResult, Writer, WriterConfig};
 
@@ -447,6 +447,23 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one audit entry on its own (for actions whose own write is
     /// elsewhere, e.g. a system message through the owner).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// One message by seq (a tombstone reads back with kind `deleted`).
+    async fn message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Option<MessageView>, StoreError>;
+
+    /// Replaces a message by its tombstone (body emptied, media key
+    /// dropped; read back with kind `deleted`), drops its push jobs not yet
+    /// finished, and writes `audit` if given, in one transaction. A message
+    /// that already is a tombstone is left as it is (and `audit` unwritten).
+    async fn tombstone_message(
+        &self,
+        tombstone: &Tombstone,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Tombstoned, StoreError>;
 
     /// Audit entries, newest first, with id < `before_id` when given, at
     /// most `limit`.

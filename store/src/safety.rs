@@ -83,3 +83,28 @@ pub struct AuditEntry {
     /// Unix milliseconds.
     pub created_at: i64,
 }
+
+/// A message to replace by its tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message's seq.
+    pub seq: Seq,
+    /// `sender` (unsent) or `operator` (deleted).
+    pub deleted_by: turbochat_protocol::DeletedBy,
+    /// When, unix milliseconds.
+    pub deleted_at: i64,
+}
+
+/// What [`crate::Store::tombstone_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tombstoned {
+    /// The message is a tombstone now (this is it, kind `deleted`); its
+    /// pending push jobs were dropped.
+    Now(turbochat_protocol::http::MessageView),
+    /// It already was one (nothing changed).
+    Already(turbochat_protocol::http::MessageView),
+    /// No message has this seq.
+    Missing,
+}

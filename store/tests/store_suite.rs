@@ -271,6 +271,7 @@ store_suite!(
     blocks_are_kept_listed_and_lifted,
     reports_keep_their_evidence_and_are_resolved_once_with_their_audit,
     bans_and_their_audit_go_together,
+    a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1005,6 +1006,72 @@ async fn push_jobs_are_counted_by_state(db: TestDb) {
     assert_eq!(states(1_002).await, [s("failed", 1), s("sent", 1)]);
 }
 
+/// Unsend and delete: the row stays (its seq stays taken), emptied, read
+/// back as kind `deleted` everywhere (by seq, history, replay, the
+/// conversation list); its pending pushes go; the audit entry goes with it;
+/// a second tombstone changes nothing.
+async fn a_tombstone_replaces_a_message_and_drops_its_pending_pushes(db: TestDb) {
+    use turbochat_protocol::DeletedBy;
+    use turbochat_store::{Tombstone, Tombstoned};
+    let store = db.store.as_ref();
+    let (id, hello) = message_with_push_jobs(store).await;
+    let mut later = message(BOB, "b1", 1_500);
+    later.push_to = vec![ALICE.into()];
+    append_ok(store, batch(id, 2, vec![later])).await;
+    assert_eq!(store.message(id, 1).await.unwrap().as_ref(), Some(&hello));
+    assert_eq!(store.message(id, 9).await.unwrap(), None);
+    let at = |seq, deleted_at| Tombstone {
+        conversation_id: id,
+        seq,
+        deleted_by: DeletedBy::Operator,
+        deleted_at,
+    };
+    let entry = audit("delete_message", &format!("{id}/1"), 2_000);
+    let Tombstoned::Now(gone) = store
+        .tombstone_message(&at(1, 2_000), Some(&entry))
+        .await
+        .unwrap()
+    else {
+        panic!("a tombstone now");
+    };
+    assert_eq!(
+        (gone.kind, gone.body.as_str(), &gone.media_key, gone.seq),
+        (MessageKind::Deleted, "", &None, 1)
+    );
+    assert_eq!((gone.sender_id.as_str(), gone.created_at), (ALICE, 1_000));
+    assert_eq!(store.message(id, 1).await.unwrap(), Some(gone.clone()));
+    assert_eq!(store.history(id, None, 10).await.unwrap()[1], gone);
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap()[0], gone);
+    // Only the other message's job is left to push.
+    let jobs = store.claim_push_jobs(5_000, 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].message.seq, 2);
+    assert_eq!(
+        store.audit_log(None, 10).await.unwrap()[0].action,
+        "delete_message"
+    );
+    assert_eq!(
+        store
+            .tombstone_message(&at(1, 3_000), Some(&entry))
+            .await
+            .unwrap(),
+        Tombstoned::Already(gone)
+    );
+    assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.tombstone_message(&at(7, 3_000), None).await.unwrap(),
+        Tombstoned::Missing
+    );
+    // The last message of the list is the tombstone once it is the last.
+    store.tombstone_message(&at(2, 3_000), None).await.unwrap();
+    let list = store.list_conversations(ALICE, 10).await.unwrap();
+    let last = list[0].last_message.as_ref().expect("a last message");
+    assert_eq!(
+        (last.seq, last.kind, last.body.as_str()),
+        (2, MessageKind::Deleted, "")
+    );
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1529,6 +1596,20 @@ impl Recorder {
 impl Store for Recorder {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.inner.migrate().await
+    }
+    async fn message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Option<MessageView>, StoreError> {
+        self.inner.message(id, seq).await
+    }
+    async fn tombstone_message(
+        &self,
+        tombstone: &turbochat_store::Tombstone,
+        audit: Option<&turbochat_store::AuditEntry>,
+    ) -> Result<turbochat_store::Tombstoned, StoreError> {
+        self.inner.tombstone_message(tombstone, audit).await
     }
     async fn create_conversation(
         &self,

@@ -117,6 +117,7 @@ impl Owners {
             command,
             Command::Unsubscribe { .. }
                 | Command::Refresh
+                | Command::Tombstoned { .. }
                 | Command::Release
                 | Command::CatchUp
                 | Command::Poll

@@ -158,12 +158,16 @@ impl Admin {
                 "/admin/conversations/{conversation_id}/messages",
                 post(system_message),
             )
+            .route(
+                "/admin/conversations/{conversation_id}/messages/{seq}/delete",
+                post(delete_message),
+            )
             .with_state(self)
     }
 
     /// The operator named by the request's bearer secret. Every configured
     /// secret is compared (in constant time), whichever matches.
-    fn operator(&self, headers: &HeaderMap) -> Result<String, AdminError> {
+    pub(super) fn operator(&self, headers: &HeaderMap) -> Result<String, AdminError> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -185,7 +189,9 @@ impl Admin {
         })
     }
 
-    fn audit(operator: &str, action: &str, target: &str, detail: Value) -> AuditEntry {
+    /// An audit entry of `operator` doing `action` to `target`, now (and
+    /// counted and logged).
+    pub(super) fn audit(operator: &str, action: &str, target: &str, detail: Value) -> AuditEntry {
         metrics::counter!("turbochat_admin_actions_total", "action" => action.to_string())
             .increment(1);
         tracing::info!(%operator, %action, %target, "admin action");
@@ -465,6 +471,40 @@ async fn system_message(
         .post_system(conversation, client_msg_id, body.body)
         .await?;
     Ok(Json(ack))
+}
+
+/// `POST /admin/conversations/{id}/messages/{seq}/delete` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    reason: String,
+}
+
+/// `POST /admin/conversations/{id}/messages/{seq}/delete`: replaces the
+/// message by its tombstone at the conversation's owner (every live session
+/// is told, pending pushes are dropped), audited in the same transaction.
+/// Idempotent: a second call answers `"already": true` and audits nothing.
+async fn delete_message(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path((conversation, seq)): Path<(uuid::Uuid, u64)>,
+    body: Result<Json<DeleteBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let operator = admin.operator(&headers)?;
+    let Json(body) = body.map_err(|e| Refusal::invalid(e.body_text()))?;
+    check_text("reason", &body.reason)?;
+    let answer = admin
+        .safety
+        .delete_message(
+            conversation,
+            seq,
+            super::Deleter::Operator {
+                name: operator,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    Ok(Json(answer))
 }
 
 /// `GET /admin/audit` query.

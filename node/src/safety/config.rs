@@ -1,4 +1,5 @@
-//! `[safety]`: how the node keeps block lists.
+//! `[safety]`: how the node keeps block lists and the ban list, and how
+//! long a sender may unsend.
 
 use std::time::Duration;
 
@@ -19,6 +20,11 @@ pub struct SafetyConfig {
     /// lets a banned user act.
     #[serde(default = "default_ban_refresh", with = "humantime_serde")]
     pub ban_refresh: Duration,
+    /// How long after sending a sender may unsend a message
+    /// (`DELETE /conversations/{id}/messages/{seq}`); `0s` turns unsending
+    /// off. Operators delete at any time.
+    #[serde(default = "default_unsend_window", with = "humantime_serde")]
+    pub unsend_window: Duration,
 }
 
 impl Default for SafetyConfig {
@@ -26,8 +32,13 @@ impl Default for SafetyConfig {
         SafetyConfig {
             block_cache_ttl: default_ttl(),
             ban_refresh: default_ban_refresh(),
+            unsend_window: default_unsend_window(),
         }
     }
+}
+
+fn default_unsend_window() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_ban_refresh() -> Duration {

@@ -29,6 +29,7 @@ pub mod moderation;
 mod reports;
 pub mod service;
 pub mod system;
+mod tombstones;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use crate::owner::SendCommand;
 use crate::refusal::Refusal;
 
 pub use self::config::SafetyConfig;
+pub use self::tombstones::Deleter;
 
 /// How long a change waits for the other nodes to acknowledge its notice.
 const NOTICE_PATIENCE: Duration = Duration::from_secs(2);
@@ -93,6 +95,8 @@ struct Inner {
     blocks: BlockCache,
     bans: BanList,
     ban_refresh: Duration,
+    /// How long a sender may unsend (`safety.unsend_window`).
+    unsend_window: Duration,
     facts: DashMap<ConversationId, Facts>,
     moderator: Moderator,
     ring: Option<RingView>,
@@ -134,6 +138,7 @@ impl Safety {
                 blocks: BlockCache::new(config.block_cache_ttl),
                 bans: BanList::default(),
                 ban_refresh: config.ban_refresh,
+                unsend_window: config.unsend_window,
                 facts: DashMap::new(),
                 moderator,
                 ring,
@@ -376,13 +381,7 @@ impl Safety {
         client_msg_id: String,
         body: String,
     ) -> Result<serde_json::Value, Refusal> {
-        let owner = self.inner.ring.as_ref().and_then(|ring| {
-            ring.current()
-                .owner_of(&conversation)
-                .filter(|node| node.id != self.inner.me)
-                .map(|node| node.grpc.clone())
-        });
-        match owner {
+        match self.remote_owner(conversation) {
             None => {
                 let ack = self
                     .post_system_here(conversation, client_msg_id, body)
@@ -407,6 +406,17 @@ impl Safety {
                     .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
             }
         }
+    }
+
+    /// The gRPC address of the conversation's owner when it is another
+    /// node (`None`: this node, or no gossip).
+    fn remote_owner(&self, conversation: ConversationId) -> Option<String> {
+        self.inner.ring.as_ref().and_then(|ring| {
+            ring.current()
+                .owner_of(&conversation)
+                .filter(|node| node.id != self.inner.me)
+                .map(|node| node.grpc.clone())
+        })
     }
 
     /// Stores a system message in a conversation owned here.

@@ -9,7 +9,7 @@ use turbochat_protocol::ids::valid_user_id;
 use turbochat_protocol::safety::safety_server;
 use turbochat_protocol::safety::{
     BansChangedRequest, BansReply, BansRequest, BlockRequest, BlocksChangedRequest,
-    ListBlocksRequest, ReportRequest, SafetyReply, SystemMessageRequest,
+    DeleteMessageRequest, ListBlocksRequest, ReportRequest, SafetyReply, SystemMessageRequest,
 };
 use turbochat_protocol::ErrorCode;
 use uuid::Uuid;
@@ -153,6 +153,20 @@ impl safety_server::Safety for Safety {
             .post_system_here(conversation, req.client_msg_id, req.body)
             .await?;
         reply(&ack)
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<DeleteMessageRequest>,
+    ) -> Result<Response<SafetyReply>, Status> {
+        let req = request.into_inner();
+        let conversation = Uuid::parse_str(&req.conversation_id)
+            .map_err(|_| Refusal::invalid("conversation_id is not a UUID"))?;
+        let deleter = super::Deleter::from_request(&req)?;
+        let answer = self
+            .delete_message_here(conversation, req.seq, deleter)
+            .await?;
+        reply(&answer)
     }
 
     async fn report(

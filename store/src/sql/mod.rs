@@ -28,6 +28,7 @@ mod rows;
 mod safety;
 mod statements;
 mod store;
+mod tombstones;
 
 pub(crate) use statements::{claimed_job_columns, upsert_device};
 
@@ -525,6 +526,22 @@ macro_rules! impl_store_via_sql {
                 audit: &$crate::safety::AuditEntry,
             ) -> Result<(), $crate::StoreError> {
                 self.sql.record_audit(audit).await
+            }
+
+            async fn message(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                seq: turbochat_protocol::ids::Seq,
+            ) -> Result<Option<turbochat_protocol::http::MessageView>, $crate::StoreError> {
+                self.sql.message(id, seq).await
+            }
+
+            async fn tombstone_message(
+                &self,
+                tombstone: &$crate::safety::Tombstone,
+                audit: Option<&$crate::safety::AuditEntry>,
+            ) -> Result<$crate::safety::Tombstoned, $crate::StoreError> {
+                self.sql.tombstone_message(tombstone, audit).await
             }
 
             async fn audit_log(

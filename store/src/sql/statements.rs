@@ -10,6 +10,15 @@ macro_rules! message_columns {
 }
 pub(crate) use message_columns;
 
+/// What a read of messages selects: the inserted columns and whether the
+/// message is a tombstone (see [`super::rows::MessageRow`]).
+macro_rules! stored_message_columns {
+    () => {
+        concat!($crate::sql::statements::message_columns!(), ", deleted_at")
+    };
+}
+pub(crate) use stored_message_columns;
+
 pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
@@ -24,19 +33,19 @@ pub(super) const INSERT_OUTBOX: &str = "INSERT INTO push_outbox \
 
 pub(super) const SELECT_BY_CLIENT_MSG_ID: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
 );
 
 pub(super) const SELECT_AFTER: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
 );
 
 pub(super) const SELECT_BEFORE: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
 );
 
@@ -73,7 +82,8 @@ pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listin
              LIMIT $3) AS unread) AS unread_count, \
          lm.id AS lm_id, lm.seq AS lm_seq, lm.sender_id AS lm_sender_id, \
          lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, \
-         lm.media_key AS lm_media_key, lm.created_at AS lm_created_at \
+         lm.media_key AS lm_media_key, lm.created_at AS lm_created_at, \
+         lm.deleted_at AS lm_deleted_at \
      FROM conversation_participants p \
      JOIN conversations c ON c.id = p.conversation_id \
      LEFT JOIN messages lm ON lm.conversation_id = c.id \

@@ -280,6 +280,7 @@ impl Owner<'_> {
                 }
                 Command::Unsubscribe { .. }
                 | Command::Refresh
+                | Command::Tombstoned { .. }
                 | Command::Release
                 | Command::CatchUp
                 | Command::Poll => {}
@@ -340,6 +341,11 @@ impl Owner<'_> {
                 active,
             } => self.typing(state, link, session_id, user_id, active),
             Command::Release => {}
+            Command::Tombstoned {
+                message,
+                deleted_by,
+                deleted_at,
+            } => self.tombstoned(state, message, deleted_by, deleted_at),
             Command::Poll => {
                 if !state.writing && !state.links.is_empty() {
                     if let Err(err) = self.catch_up(state).await {

@@ -195,6 +195,31 @@ impl Owner<'_> {
         .await
     }
 
+    /// A message became a tombstone in the store: replays from memory show
+    /// the tombstone from now on, and every subscribed session is told.
+    /// Replays from the store read it there already.
+    pub(super) fn tombstoned(
+        &self,
+        state: &mut State,
+        message: MessageView,
+        deleted_by: turbochat_protocol::DeletedBy,
+        deleted_at: i64,
+    ) {
+        if let Some((_, payload)) = state.recent.iter_mut().find(|(s, _)| *s == message.seq) {
+            *payload = Bytes::from(ServerFrame::Message(message.clone()).to_json());
+        }
+        let frame = ServerFrame::MessageDeleted {
+            conversation_id: self.id,
+            seq: message.seq,
+            message_id: message.message_id,
+            deleted_by,
+            deleted_at,
+        };
+        metrics::counter!("turbochat_messages_deleted_total", "by" => deleted_by.as_str())
+            .increment(1);
+        self.broadcast(state, &frame, None);
+    }
+
     /// Sends an event to every subscribed session, except those of `skip_user`.
     pub(super) fn broadcast(
         &self,

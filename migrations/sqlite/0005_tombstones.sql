@@ -1,0 +1,13 @@
+-- Trust and safety, second slice: tombstones. The PostgreSQL twin is
+-- migrations/postgres/0005_tombstones.sql; keep the two in step.
+
+-- A message unsent by its sender or deleted by an operator keeps its row
+-- (its seq stays taken: seqs are gapless) with its body emptied and its
+-- media key dropped; `deleted_at` says it is a tombstone (read back with
+-- kind `deleted`), `deleted_by` who did it (`sender` or `operator`).
+ALTER TABLE messages ADD COLUMN deleted_at INTEGER NULL;
+ALTER TABLE messages ADD COLUMN deleted_by TEXT NULL
+    CHECK (deleted_by IN ('sender', 'operator'));
+
+-- The push outbox by message: a tombstone drops the message's pending jobs.
+CREATE INDEX push_outbox_message_id_idx ON push_outbox (message_id);
