@@ -1,4 +1,4 @@
--- Trust and safety, second slice: tombstones. The SQLite twin is
+-- Trust and safety, second slice: tombstones and archived conversations. The SQLite twin is
 -- migrations/sqlite/0005_tombstones.sql; keep the two in step.
 
 -- A message unsent by its sender or deleted by an operator keeps its row
@@ -8,6 +8,10 @@
 ALTER TABLE messages ADD COLUMN deleted_at bigint NULL;
 ALTER TABLE messages ADD COLUMN deleted_by text NULL
     CHECK (deleted_by IN ('sender', 'operator'));
+
+-- A participant who archived (hid) the conversation: it leaves their list
+-- until a message with a seq above this one arrives (NULL: shown).
+ALTER TABLE conversation_participants ADD COLUMN archived_seq bigint NULL;
 
 -- The push outbox by message: a tombstone drops the message's pending jobs.
 CREATE INDEX push_outbox_message_id_idx ON push_outbox (message_id);

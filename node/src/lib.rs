@@ -205,6 +205,7 @@ pub async fn run(
         config.owner.presence_grace,
         tasks.clone(),
     );
+    safety.set_user_events(events.clone());
     safety.set_system_post(crate::safety::system::SystemPost::start(
         owners.clone(),
         ownership.clone(),

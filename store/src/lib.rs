@@ -303,7 +303,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<MessageView>, StoreError>;
 
     /// The user's conversations, most recently active first (last message's
-    /// `created_at`, else the conversation's), at most `limit`, each with its
+    /// `created_at`, else the conversation's), at most `limit`, leaving out
+    /// those the user archived with no message since, each with its
     /// participants, last message, and unread count (messages from others
     /// after the user's `last_read_seq`, counted up to 1000 at most).
     async fn list_conversations(
@@ -447,6 +448,26 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one audit entry on its own (for actions whose own write is
     /// elsewhere, e.g. a system message through the owner).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Adds `user` to a group as a `member` joined `at` (unix ms), with
+    /// every message so far counted as read. Returns whether they are new.
+    async fn add_member(&self, id: ConversationId, user: &str, at: i64)
+        -> Result<bool, StoreError>;
+
+    /// Removes `user` from a conversation and drops their pending push jobs
+    /// of it; if no `owner` is left, the member who joined first becomes
+    /// it. Returns whether they were a participant.
+    async fn remove_member(&self, id: ConversationId, user: &str) -> Result<bool, StoreError>;
+
+    /// Hides the conversation from `user`'s [`Store::list_conversations`]
+    /// until a message newer than the newest one now (true), or shows it
+    /// again (false). Returns whether `user` participates.
+    async fn set_archived(
+        &self,
+        id: ConversationId,
+        user: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError>;
 
     /// One message by seq (a tombstone reads back with kind `deleted`).
     async fn message(

@@ -272,6 +272,7 @@ store_suite!(
     reports_keep_their_evidence_and_are_resolved_once_with_their_audit,
     bans_and_their_audit_go_together,
     a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
+    members_join_leave_and_archive,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1072,6 +1073,55 @@ async fn a_tombstone_replaces_a_message_and_drops_its_pending_pushes(db: TestDb)
     );
 }
 
+/// A member added later starts with everything read; one who leaves takes
+/// their pending pushes with them; a creator who leaves hands the role on;
+/// an archived conversation leaves the list until a newer message.
+async fn members_join_leave_and_archive(db: TestDb) {
+    let store = db.store.as_ref();
+    let (id, _) = message_with_push_jobs(store).await;
+    assert!(store.add_member(id, "dave", 2_000).await.unwrap());
+    assert!(!store.add_member(id, "dave", 2_001).await.unwrap());
+    let state = store.load_conversation(id).await.unwrap().unwrap();
+    let dave = state
+        .participants
+        .iter()
+        .find(|p| p.user_id == "dave")
+        .unwrap();
+    assert_eq!((dave.role.as_str(), dave.last_read_seq), ("member", 1));
+
+    assert!(store.remove_member(id, CAROL).await.unwrap());
+    assert!(!store.remove_member(id, CAROL).await.unwrap());
+    let jobs = store.claim_push_jobs(5_000, 10, LEASE).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.user_id.as_str()).collect::<Vec<_>>(),
+        [BOB]
+    );
+    assert!(store.remove_member(id, ALICE).await.unwrap());
+    let state = store.load_conversation(id).await.unwrap().unwrap();
+    let roles: Vec<(&str, &str)> = state
+        .participants
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.role.as_str()))
+        .collect();
+    assert_eq!(roles, [(BOB, "owner"), ("dave", "member")]);
+    assert!(store
+        .list_conversations(ALICE, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(store.set_archived(id, BOB, true).await.unwrap());
+    assert!(store.list_conversations(BOB, 10).await.unwrap().is_empty());
+    assert_eq!(store.list_conversations("dave", 10).await.unwrap().len(), 1);
+    append_ok(store, batch(id, 2, vec![message("dave", "d1", 3_000)])).await;
+    assert_eq!(store.list_conversations(BOB, 10).await.unwrap().len(), 1);
+    assert!(store.set_archived(id, BOB, true).await.unwrap());
+    assert!(store.list_conversations(BOB, 10).await.unwrap().is_empty());
+    assert!(store.set_archived(id, BOB, false).await.unwrap());
+    assert_eq!(store.list_conversations(BOB, 10).await.unwrap().len(), 1);
+    assert!(!store.set_archived(id, ALICE, true).await.unwrap());
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1603,6 +1653,25 @@ impl Store for Recorder {
         seq: Seq,
     ) -> Result<Option<MessageView>, StoreError> {
         self.inner.message(id, seq).await
+    }
+    async fn add_member(
+        &self,
+        id: ConversationId,
+        user: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.add_member(id, user, at).await
+    }
+    async fn remove_member(&self, id: ConversationId, user: &str) -> Result<bool, StoreError> {
+        self.inner.remove_member(id, user).await
+    }
+    async fn set_archived(
+        &self,
+        id: ConversationId,
+        user: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_archived(id, user, archived).await
     }
     async fn tombstone_message(
         &self,

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod bans;
 pub mod blocks;
 pub mod config;
+mod membership;
 pub mod moderation;
 mod reports;
 pub mod service;
@@ -55,6 +56,7 @@ use crate::owner::SendCommand;
 use crate::refusal::Refusal;
 
 pub use self::config::SafetyConfig;
+pub use self::membership::MembershipChange;
 pub use self::tombstones::Deleter;
 
 /// How long a change waits for the other nodes to acknowledge its notice.
@@ -103,6 +105,8 @@ struct Inner {
     peers: Peers,
     /// Set once the owners exist (they hold this handle).
     system: std::sync::OnceLock<system::SystemPost>,
+    /// Set once the user events exist (they hold this handle).
+    events: std::sync::OnceLock<crate::user_events::UserEvents>,
     tasks: TaskTracker,
 }
 
@@ -144,6 +148,7 @@ impl Safety {
                 ring,
                 peers,
                 system: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
                 tasks,
             }),
         })
@@ -366,6 +371,11 @@ impl Safety {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Gives safety the way to tell users of a conversation they joined.
+    pub fn set_user_events(&self, events: crate::user_events::UserEvents) {
+        let _ = self.inner.events.set(events);
     }
 
     /// Gives safety the way to post system messages at this node's owners.

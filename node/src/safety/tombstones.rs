@@ -205,7 +205,7 @@ impl Safety {
 
     /// Hands `command` to the conversation's owner task here, if it runs
     /// (with none running, no session is subscribed here).
-    fn tell_owner(&self, conversation: ConversationId, command: Command) {
+    pub(super) fn tell_owner(&self, conversation: ConversationId, command: Command) {
         if let Some(post) = self.inner.system.get() {
             if let Err(err) = post.owners().dispatch(conversation, command) {
                 tracing::debug!(%err, "the owner was not told of a tombstone");

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
+mod membership;
 mod rows;
 mod safety;
 mod statements;
@@ -542,6 +543,32 @@ macro_rules! impl_store_via_sql {
                 audit: Option<&$crate::safety::AuditEntry>,
             ) -> Result<$crate::safety::Tombstoned, $crate::StoreError> {
                 self.sql.tombstone_message(tombstone, audit).await
+            }
+
+            async fn add_member(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+                at: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.add_member(id, user, at).await
+            }
+
+            async fn remove_member(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.remove_member(id, user).await
+            }
+
+            async fn set_archived(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+                archived: bool,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.set_archived(id, user, archived).await
             }
 
             async fn audit_log(

@@ -74,7 +74,8 @@ pub(super) const SELECT_PARTICIPANTS: &str = concat!(
 );
 
 /// The user's conversations by last activity (last message, else creation),
-/// with the last message and the capped unread count.
+/// with the last message and the capped unread count; not those the user
+/// archived, unless a newer message came since.
 pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listing_id, c.title, c.created_at, \
          p.last_read_seq, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM messages u \
@@ -89,6 +90,7 @@ pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listin
      LEFT JOIN messages lm ON lm.conversation_id = c.id \
          AND lm.seq = (SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id) \
      WHERE p.user_id = $1 \
+         AND (p.archived_seq IS NULL OR COALESCE(lm.seq, 0) > p.archived_seq) \
      ORDER BY COALESCE(lm.created_at, c.created_at) DESC, c.id DESC \
      LIMIT $2";
 

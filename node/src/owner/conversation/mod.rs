@@ -369,6 +369,7 @@ impl Owner<'_> {
                         .into_iter()
                         .map(|p| (p.user_id.clone(), p))
                         .collect();
+                    self.drop_non_participants(state);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(%err, "cannot refresh participants"),

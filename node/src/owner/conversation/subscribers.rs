@@ -195,6 +195,34 @@ impl Owner<'_> {
         .await
     }
 
+    /// Ends the subscriptions of users who no longer participate (they left
+    /// or were removed): each session is answered `not_found` for the
+    /// conversation and gets nothing more from it. Their typing ends.
+    pub(super) fn drop_non_participants(&self, state: &mut State) {
+        let refusal = Refusal::no_conversation();
+        let mut gone_typists = Vec::new();
+        for subs in state.links.values_mut() {
+            let participants = &state.participants;
+            subs.sessions.retain(|session, user| {
+                if participants.contains_key(user) {
+                    return true;
+                }
+                subs.link.refuse(*session, self.id, &refusal, None);
+                false
+            });
+        }
+        state.links.retain(|_, subs| !subs.sessions.is_empty());
+        for user in state.typing.keys() {
+            if !state.participants.contains_key(user) {
+                gone_typists.push(user.clone());
+            }
+        }
+        for user in gone_typists {
+            state.typing.remove(&user);
+            self.announce_typing(state, &user, false);
+        }
+    }
+
     /// A message became a tombstone in the store: replays from memory show
     /// the tombstone from now on, and every subscribed session is told.
     /// Replays from the store read it there already.
