@@ -253,6 +253,10 @@ impl Config {
         self.admin
             .validate()
             .map_err(|(key, reason)| ConfigError::key(&key, reason))?;
+        if let Some(hook) = &self.moderation.hook {
+            hook.validate()
+                .map_err(|(key, reason)| ConfigError::key(key, reason))?;
+        }
         if let Err(err) = crate::safety::moderation::Moderator::new(&self.moderation) {
             return Err(ConfigError::key(
                 &format!("moderation.rules[{}]", err.index),

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod bans;
 pub mod blocks;
 pub mod config;
+pub mod hook;
 mod membership;
 pub mod moderation;
 mod reports;
@@ -101,6 +102,8 @@ struct Inner {
     unsend_window: Duration,
     facts: DashMap<ConversationId, Facts>,
     moderator: Moderator,
+    /// The moderation hook, if configured.
+    hook: Option<hook::Hook>,
     ring: Option<RingView>,
     peers: Peers,
     /// Set once the owners exist (they hold this handle).
@@ -145,6 +148,7 @@ impl Safety {
                 unsend_window: config.unsend_window,
                 facts: DashMap::new(),
                 moderator,
+                hook: moderation.hook.as_ref().map(hook::Hook::new),
                 ring,
                 peers,
                 system: std::sync::OnceLock::new(),
@@ -189,6 +193,33 @@ impl Safety {
         if let Some(masked) = body {
             metrics::counter!("turbochat_moderation_masked_total").increment(1);
             send.body = masked;
+        }
+        if let Some(hook) = &self.inner.hook {
+            let verdict = hook
+                .screen(&hook::HookRequest {
+                    conversation_id: conversation,
+                    sender_id: &send.user_id,
+                    client_msg_id: &send.client_msg_id,
+                    kind: send.kind.as_str(),
+                    body: &send.body,
+                })
+                .await;
+            match verdict {
+                hook::HookVerdict::Allow => {}
+                hook::HookVerdict::Mask(body) => {
+                    metrics::counter!("turbochat_moderation_masked_total").increment(1);
+                    send.body = body;
+                }
+                hook::HookVerdict::Refuse(message) => {
+                    tracing::info!(user_id = %send.user_id, "moderation hook refused a message");
+                    return Err(Refusal::new(ErrorCode::ContentRefused, message));
+                }
+                hook::HookVerdict::Unavailable => {
+                    return Err(Refusal::unavailable(
+                        "the message could not be checked; retry",
+                    ));
+                }
+            }
         }
         if !flagged.is_empty() {
             self.flag(conversation, send, flagged);
