@@ -1,4 +1,4 @@
--- Trust and safety, second slice: tombstones and archived conversations. The PostgreSQL twin is
+-- Trust and safety, second slice: tombstones, archived conversations, retention. The PostgreSQL twin is
 -- migrations/postgres/0005_tombstones.sql; keep the two in step.
 
 -- A message unsent by its sender or deleted by an operator keeps its row
@@ -12,6 +12,9 @@ ALTER TABLE messages ADD COLUMN deleted_by TEXT NULL
 -- A participant who archived (hid) the conversation: it leaves their list
 -- until a message with a seq above this one arrives (NULL: shown).
 ALTER TABLE conversation_participants ADD COLUMN archived_seq INTEGER NULL;
+
+-- Retention finds old messages by creation time.
+CREATE INDEX messages_created_at_idx ON messages (created_at);
 
 -- The push outbox by message: a tombstone drops the message's pending jobs.
 CREATE INDEX push_outbox_message_id_idx ON push_outbox (message_id);

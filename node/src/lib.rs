@@ -128,6 +128,13 @@ pub async fn run(
     // node serves, then kept current.
     safety.reload_bans().await?;
     tasks.spawn(safety.clone().follow_bans(shutdown.clone()));
+    tasks.spawn(crate::safety::retention::run(
+        store.clone(),
+        config.safety.message_retention,
+        config.safety.retention_interval,
+        config.safety.retention_batch,
+        shutdown.clone(),
+    ));
     let owners = Owners::new(
         store.clone(),
         writer,

@@ -469,6 +469,13 @@ pub trait Store: Send + Sync + 'static {
         archived: bool,
     ) -> Result<bool, StoreError>;
 
+    /// Retention: removes up to `limit` messages created before `before`
+    /// (unix ms), in one statement or two; a conversation's newest message
+    /// is not removed but emptied into a tombstone (deleted by `operator`
+    /// at `now`), since it holds the seq the next message follows. Their
+    /// push jobs go with them. Returns how many were removed or emptied.
+    async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError>;
+
     /// One message by seq (a tombstone reads back with kind `deleted`).
     async fn message(
         &self,

@@ -273,6 +273,7 @@ store_suite!(
     bans_and_their_audit_go_together,
     a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
     members_join_leave_and_archive,
+    retention_removes_old_messages_in_bounded_batches_keeping_the_newest_seq,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1122,6 +1123,59 @@ async fn members_join_leave_and_archive(db: TestDb) {
     assert!(!store.set_archived(id, ALICE, true).await.unwrap());
 }
 
+/// Retention: old messages go in batches of at most `limit`; the newest
+/// of a conversation stays as a tombstone, so the next message follows it.
+async fn retention_removes_old_messages_in_bounded_batches_keeping_the_newest_seq(db: TestDb) {
+    let store = db.store.as_ref();
+    let old = group(store, &[ALICE, BOB], 1).await;
+    let messages = (1..=5)
+        .map(|i| message(ALICE, &format!("o{i}"), 1_000 + i))
+        .collect();
+    append_ok(store, batch(old, 1, messages)).await;
+    let recent = group(store, &[ALICE, BOB], 1).await;
+    append_ok(
+        store,
+        batch(
+            recent,
+            1,
+            vec![message(BOB, "r1", 1_001), message(BOB, "r2", 9_000)],
+        ),
+    )
+    .await;
+
+    // Cut-off 5_000: o1..o5 and r1 are old; o5 is its conversation's newest.
+    assert_eq!(store.purge_messages(5_000, 3, 10_000).await.unwrap(), 3);
+    let mut total = 3;
+    loop {
+        let n = store.purge_messages(5_000, 3, 10_000).await.unwrap();
+        assert!(n <= 3);
+        total += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(total, 6, "o1..o4 and r1 removed, o5 emptied");
+    let left = store.history(old, None, 10).await.unwrap();
+    assert_eq!(seqs(&left), [5]);
+    assert_eq!(
+        (left[0].kind, left[0].body.as_str()),
+        (MessageKind::Deleted, "")
+    );
+    assert_eq!(seqs(&store.history(recent, None, 10).await.unwrap()), [2]);
+    // Numbering goes on from the kept seq.
+    let next = append_ok(store, batch(old, 6, vec![message(ALICE, "o6", 11_000)])).await;
+    assert_eq!(inserted(&next[0]).seq, 6);
+    assert_eq!(
+        store
+            .load_conversation(old)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        6
+    );
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1672,6 +1726,9 @@ impl Store for Recorder {
         archived: bool,
     ) -> Result<bool, StoreError> {
         self.inner.set_archived(id, user, archived).await
+    }
+    async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError> {
+        self.inner.purge_messages(before, limit, now).await
     }
     async fn tombstone_message(
         &self,

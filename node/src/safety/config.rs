@@ -25,6 +25,17 @@ pub struct SafetyConfig {
     /// off. Operators delete at any time.
     #[serde(default = "default_unsend_window", with = "humantime_serde")]
     pub unsend_window: Duration,
+    /// Messages older than this are removed by a background job (a
+    /// conversation's newest one is emptied instead); `0s`, the default:
+    /// kept forever.
+    #[serde(default, with = "humantime_serde")]
+    pub message_retention: Duration,
+    /// How often the retention job runs.
+    #[serde(default = "default_retention_interval", with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Most messages one retention statement removes.
+    #[serde(default = "default_retention_batch")]
+    pub retention_batch: u32,
 }
 
 impl Default for SafetyConfig {
@@ -33,8 +44,19 @@ impl Default for SafetyConfig {
             block_cache_ttl: default_ttl(),
             ban_refresh: default_ban_refresh(),
             unsend_window: default_unsend_window(),
+            message_retention: Duration::ZERO,
+            retention_interval: default_retention_interval(),
+            retention_batch: default_retention_batch(),
         }
     }
+}
+
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_retention_batch() -> u32 {
+    500
 }
 
 fn default_unsend_window() -> Duration {

@@ -29,6 +29,7 @@ pub mod hook;
 mod membership;
 pub mod moderation;
 mod reports;
+pub mod retention;
 pub mod service;
 pub mod system;
 mod tombstones;

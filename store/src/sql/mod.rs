@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
 mod membership;
+mod retention;
 mod rows;
 mod safety;
 mod statements;
@@ -569,6 +570,15 @@ macro_rules! impl_store_via_sql {
                 archived: bool,
             ) -> Result<bool, $crate::StoreError> {
                 self.sql.set_archived(id, user, archived).await
+            }
+
+            async fn purge_messages(
+                &self,
+                before: i64,
+                limit: u32,
+                now: i64,
+            ) -> Result<u64, $crate::StoreError> {
+                self.sql.purge_messages(before, limit, now).await
             }
 
             async fn audit_log(
