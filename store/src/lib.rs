@@ -35,7 +35,9 @@ pub mod sqlite;
 pub mod writer;
 
 pub use postgres::PgStore;
-pub use safety::{AuditEntry, Ban, Block, NewReport, Report, Tombstone, Tombstoned};
+pub use safety::{
+    AuditEntry, Ban, Block, Erased, NewReport, Participation, Report, Tombstone, Tombstoned,
+};
 pub use sqlite::SqliteStore;
 pub use writer::{AppendResult, Writer, WriterConfig};
 
@@ -475,6 +477,27 @@ pub trait Store: Send + Sync + 'static {
     /// at `now`), since it holds the seq the next message follows. Their
     /// push jobs go with them. Returns how many were removed or emptied.
     async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError>;
+
+    /// Every conversation `user` participates in, oldest join first.
+    async fn participations_of(&self, user: &str) -> Result<Vec<Participation>, StoreError>;
+
+    /// Every message `user` sent (tombstones too), oldest first.
+    async fn messages_of(&self, user: &str) -> Result<Vec<MessageView>, StoreError>;
+
+    /// Every report `user` filed or is the subject of, by id.
+    async fn reports_involving(&self, user: &str) -> Result<Vec<Report>, StoreError>;
+
+    /// Erases `user`, in one transaction with `audit`: their messages
+    /// become tombstones sent by `anonymous`; their push jobs, read
+    /// cursors (participations), devices and blocks (made or suffered) are
+    /// deleted; the reports they filed and the uploads they made are kept
+    /// under `anonymous`. Reports about them and a ban of them are kept.
+    async fn erase_user(
+        &self,
+        user: &str,
+        anonymous: &str,
+        audit: &AuditEntry,
+    ) -> Result<Erased, StoreError>;
 
     /// One message by seq (a tombstone reads back with kind `deleted`).
     async fn message(

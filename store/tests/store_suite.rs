@@ -274,6 +274,7 @@ store_suite!(
     a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
     members_join_leave_and_archive,
     retention_removes_old_messages_in_bounded_batches_keeping_the_newest_seq,
+    a_user_is_exported_then_erased,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1176,6 +1177,72 @@ async fn retention_removes_old_messages_in_bounded_batches_keeping_the_newest_se
     );
 }
 
+/// Data rights: what is stored about a user, then erasing it.
+async fn a_user_is_exported_then_erased(db: TestDb) {
+    let store = db.store.as_ref();
+    let (id, hello) = message_with_push_jobs(store).await;
+    let mut to_alice = message(BOB, "b1", 1_100);
+    to_alice.push_to = vec![ALICE.into()];
+    append_ok(store, batch(id, 2, vec![to_alice])).await;
+    store
+        .upsert_device(ALICE, "android", "alice-phone")
+        .await
+        .unwrap();
+    store.block(ALICE, "mallory", 5).await.unwrap();
+    store.block("eve", ALICE, 6).await.unwrap();
+    let report = NewReport {
+        reporter_id: ALICE.into(),
+        reported_user_id: "mallory".into(),
+        conversation_id: None,
+        reported_seq: None,
+        reason: "spam".into(),
+        note: None,
+        evidence: "[]".into(),
+        created_at: 7,
+    };
+    store.insert_report(&report).await.unwrap();
+
+    let joined = store.participations_of(ALICE).await.unwrap();
+    assert_eq!((joined.len(), joined[0].role.as_str()), (1, "owner"));
+    assert_eq!(store.messages_of(ALICE).await.unwrap(), [hello]);
+    assert_eq!(store.reports_involving(ALICE).await.unwrap().len(), 1);
+
+    let erased = store
+        .erase_user(ALICE, "erased-1", &audit("erase_user", ALICE, 9))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            erased.messages,
+            erased.conversations,
+            erased.devices,
+            erased.blocks
+        ),
+        (1, 1, 1, 2)
+    );
+    assert_eq!((erased.reports_filed, erased.push_jobs), (1, 3));
+    let kept = store.message(id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.kind, kept.body.as_str(), kept.sender_id.as_str()),
+        (MessageKind::Deleted, "", "erased-1")
+    );
+    assert!(store.messages_of(ALICE).await.unwrap().is_empty());
+    assert!(store.participations_of(ALICE).await.unwrap().is_empty());
+    assert!(store.devices_of(&[ALICE.into()]).await.unwrap().is_empty());
+    assert!(store.block_relations(ALICE).await.unwrap().is_empty());
+    assert!(store.reports_involving(ALICE).await.unwrap().is_empty());
+    assert_eq!(
+        store.audit_log(None, 1).await.unwrap()[0].action,
+        "erase_user"
+    );
+    // No push to her, nor of her messages, is left.
+    assert!(store
+        .claim_push_jobs(5_000, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1729,6 +1796,29 @@ impl Store for Recorder {
     }
     async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_messages(before, limit, now).await
+    }
+    async fn participations_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<turbochat_store::Participation>, StoreError> {
+        self.inner.participations_of(user).await
+    }
+    async fn messages_of(&self, user: &str) -> Result<Vec<MessageView>, StoreError> {
+        self.inner.messages_of(user).await
+    }
+    async fn reports_involving(
+        &self,
+        user: &str,
+    ) -> Result<Vec<turbochat_store::Report>, StoreError> {
+        self.inner.reports_involving(user).await
+    }
+    async fn erase_user(
+        &self,
+        user: &str,
+        anonymous: &str,
+        audit: &AuditEntry,
+    ) -> Result<turbochat_store::Erased, StoreError> {
+        self.inner.erase_user(user, anonymous, audit).await
     }
     async fn tombstone_message(
         &self,

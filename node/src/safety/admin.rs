@@ -94,7 +94,7 @@ impl AdminConfig {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Admin {
-    safety: Safety,
+    pub(super) safety: Safety,
     operators: std::sync::Arc<Vec<OperatorConfig>>,
 }
 
@@ -155,6 +155,14 @@ impl Admin {
             .route("/admin/bans/{user_id}", axum::routing::delete(unban))
             .route("/admin/audit", get(audit_log))
             .route(
+                "/admin/users/{user_id}/export",
+                get(super::data_rights::export),
+            )
+            .route(
+                "/admin/users/{user_id}/erase",
+                post(super::data_rights::erase),
+            )
+            .route(
                 "/admin/conversations/{conversation_id}/messages",
                 post(system_message),
             )
@@ -206,7 +214,7 @@ impl Admin {
     }
 }
 
-fn check_text(field: &str, text: &str) -> Result<(), AdminError> {
+pub(super) fn check_text(field: &str, text: &str) -> Result<(), AdminError> {
     if text.trim().is_empty() || text.chars().count() > MAX_TEXT_CHARS || text.contains('\0') {
         return Err(Refusal::invalid(format!(
             "{field} must be 1 to {MAX_TEXT_CHARS} characters without NUL"
@@ -226,7 +234,7 @@ fn page(limit: Option<u32>, default: u32) -> Result<u32, AdminError> {
 
 /// A report as the admin API shows it.
 #[derive(Debug, Serialize)]
-struct ReportView {
+pub(super) struct ReportView {
     report_id: i64,
     reporter_id: String,
     reported_user_id: String,

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod bans;
 pub mod blocks;
 pub mod config;
+mod data_rights;
 pub mod hook;
 mod membership;
 pub mod moderation;

@@ -34,11 +34,16 @@ pub enum Deleter {
         /// Why (audited).
         reason: String,
     },
+    /// An erasure of the sender (audited once, for the whole erasure).
+    Erasure,
 }
 
 impl Deleter {
     /// The deleter as a `DeleteMessage` call carries it.
     pub fn from_request(req: &DeleteMessageRequest) -> Result<Self, Refusal> {
+        if req.erasure {
+            return Ok(Deleter::Erasure);
+        }
         match (req.user_id.is_empty(), req.operator.is_empty()) {
             (false, true) => Ok(Deleter::Sender(req.user_id.clone())),
             (true, false) => Ok(Deleter::Operator {
@@ -53,6 +58,7 @@ impl Deleter {
         let (user_id, operator, reason) = match self {
             Deleter::Sender(user) => (user.clone(), String::new(), String::new()),
             Deleter::Operator { name, reason } => (String::new(), name.clone(), reason.clone()),
+            Deleter::Erasure => (String::new(), String::new(), String::new()),
         };
         DeleteMessageRequest {
             conversation_id: conversation.to_string(),
@@ -60,6 +66,7 @@ impl Deleter {
             user_id,
             operator,
             reason,
+            erasure: matches!(self, Deleter::Erasure),
         }
     }
 }
@@ -113,6 +120,7 @@ impl Safety {
                 );
                 (DeletedBy::Operator, Some(audit))
             }
+            Deleter::Erasure => (DeletedBy::Operator, None),
         };
         let tombstone = Tombstone {
             conversation_id: conversation,

@@ -191,6 +191,7 @@ pub async fn unsend(
             user_id: claims.sub,
             operator: String::new(),
             reason: String::new(),
+            erasure: false,
         }))
         .await?;
     Ok(json(reply.into_inner().json))

@@ -31,6 +31,7 @@ mod safety;
 mod statements;
 mod store;
 mod tombstones;
+mod user_data;
 
 pub(crate) use statements::{claimed_job_columns, upsert_device};
 
@@ -579,6 +580,36 @@ macro_rules! impl_store_via_sql {
                 now: i64,
             ) -> Result<u64, $crate::StoreError> {
                 self.sql.purge_messages(before, limit, now).await
+            }
+
+            async fn participations_of(
+                &self,
+                user: &str,
+            ) -> Result<Vec<$crate::safety::Participation>, $crate::StoreError> {
+                self.sql.participations_of(user).await
+            }
+
+            async fn messages_of(
+                &self,
+                user: &str,
+            ) -> Result<Vec<turbochat_protocol::http::MessageView>, $crate::StoreError> {
+                self.sql.messages_of(user).await
+            }
+
+            async fn reports_involving(
+                &self,
+                user: &str,
+            ) -> Result<Vec<$crate::safety::Report>, $crate::StoreError> {
+                self.sql.reports_involving(user).await
+            }
+
+            async fn erase_user(
+                &self,
+                user: &str,
+                anonymous: &str,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<$crate::safety::Erased, $crate::StoreError> {
+                self.sql.erase_user(user, anonymous, audit).await
             }
 
             async fn audit_log(
