@@ -1,9 +1,9 @@
 //! Retention, end to end on both stores: with a short
-//! `safety.message_retention` the node's background job removes old
-//! messages from every user's history, keeps the conversation's newest one
-//! as a tombstone so that numbering goes on, and sends keep being acked
-//! throughout (the job never stalls commits). Waits are polls with a
-//! deadline.
+//! `safety.message_retention` the node's background job empties old
+//! messages into tombstones in every user's history and in replays (also
+//! those the owner held in memory), seqs stay gapless and numbering goes
+//! on, and sends keep being acked throughout (the job never stalls
+//! commits). Waits are polls with a deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,17 +59,19 @@ async fn old_messages_are_removed_by_retention(store: TestStore) {
             .await;
         assert_eq!(ack["seq"], i, "{ack}");
     }
-    // Past 2 s, the job (batches of 2) leaves only the newest, emptied.
-    let left = harness::eventually("old messages are removed", T, || {
+    // Past 2 s, the job (batches of 2) empties them all; seqs stay.
+    let emptied: Vec<(u64, String)> = (1..=5).map(|s| (s, "deleted".to_string())).collect();
+    let left = harness::eventually("old messages are emptied", T, || {
         let api = &api;
         let direct = &direct;
+        let emptied = &emptied;
         async move {
             let history = api.all_messages(&valid("alice"), direct).await;
-            (seqs_and_kinds(&history) == [(5, "deleted".to_string())]).then_some(history)
+            (seqs_and_kinds(&history) == *emptied).then_some(history)
         }
     })
     .await;
-    assert_eq!(left[0]["body"], "");
+    assert!(left.iter().all(|m| m["body"] == ""), "{left:?}");
     // Numbering goes on; the new message stays until it is old.
     let ack = bob.send_message(&direct, "b-6", "still for sale?").await;
     assert_eq!(ack["seq"], 6, "{ack}");
@@ -77,6 +79,22 @@ async fn old_messages_are_removed_by_retention(store: TestStore) {
     assert_eq!(history.last().unwrap()["body"], "still for sale?");
     let list = api.conversations(&valid("alice")).await;
     assert_eq!(list[0]["last_message"]["seq"], 6);
+    // A session resuming from before the purge gets what is left, in order.
+    let mut alice = WsClient::connect(&base, &valid("alice")).await.unwrap();
+    let last = alice.subscribe(&direct, Some(0)).await;
+    assert_eq!(last, 6);
+    // (The owner forgot the emptied messages from its replay memory too:
+    // the replay shows no old text.)
+    let replayed = alice.take_pending("message");
+    assert_eq!(
+        seqs_and_kinds(&replayed),
+        [emptied.clone(), vec![(6, "text".to_string())]].concat()
+    );
+    let marker = bob.send_message(&direct, "b-7", "marker").await;
+    assert_eq!(marker["seq"], 7);
+    alice
+        .expect_where("message", T, |m| m["client_msg_id"] == "b-7")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@ ALTER TABLE messages ADD COLUMN deleted_by text NULL
 -- until a message with a seq above this one arrives (NULL: shown).
 ALTER TABLE conversation_participants ADD COLUMN archived_seq bigint NULL;
 
--- Retention finds old messages by creation time.
-CREATE INDEX messages_created_at_idx ON messages (created_at);
+-- Retention finds the old messages not yet emptied by creation time.
+CREATE INDEX messages_retention_idx ON messages (created_at) WHERE deleted_at IS NULL;
 
 -- The push outbox by message: a tombstone drops the message's pending jobs.
 CREATE INDEX push_outbox_message_id_idx ON push_outbox (message_id);

@@ -128,13 +128,6 @@ pub async fn run(
     // node serves, then kept current.
     safety.reload_bans().await?;
     tasks.spawn(safety.clone().follow_bans(shutdown.clone()));
-    tasks.spawn(crate::safety::retention::run(
-        store.clone(),
-        config.safety.message_retention,
-        config.safety.retention_interval,
-        config.safety.retention_batch,
-        shutdown.clone(),
-    ));
     let owners = Owners::new(
         store.clone(),
         writer,
@@ -142,6 +135,14 @@ pub async fn run(
         safety.clone(),
         shutdown.clone(),
     );
+    tasks.spawn(crate::safety::retention::run(
+        store.clone(),
+        owners.clone(),
+        config.safety.message_retention,
+        config.safety.retention_interval,
+        config.safety.retention_batch,
+        shutdown.clone(),
+    ));
 
     let grpc_listener = bind(config.node.grpc_listen).await?;
     let http_listener = bind(config.node.http_listen).await?;

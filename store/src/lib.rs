@@ -471,11 +471,11 @@ pub trait Store: Send + Sync + 'static {
         archived: bool,
     ) -> Result<bool, StoreError>;
 
-    /// Retention: removes up to `limit` messages created before `before`
-    /// (unix ms), in one statement or two; a conversation's newest message
-    /// is not removed but emptied into a tombstone (deleted by `operator`
-    /// at `now`), since it holds the seq the next message follows. Their
-    /// push jobs go with them. Returns how many were removed or emptied.
+    /// Retention: empties up to `limit` of the oldest messages created
+    /// before `before` (unix ms) into tombstones (deleted by `operator` at
+    /// `now`; rows and seqs stay, so every history stays gapless), and
+    /// drops their unsent push jobs, in one short transaction. Returns how
+    /// many were emptied (0: nothing older is left).
     async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError>;
 
     /// Every conversation `user` participates in, oldest join first.

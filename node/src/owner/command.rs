@@ -56,6 +56,12 @@ pub enum Command {
     },
     /// The conversation's participants changed in the store: reload them.
     Refresh,
+    /// Retention emptied the messages created before `before` (unix ms):
+    /// forget them from the replay memory.
+    Expire {
+        /// The cutoff, unix milliseconds.
+        before: i64,
+    },
     /// A message was replaced by its tombstone in the store: remember the
     /// tombstone for replays and tell every subscribed session
     /// (`message_deleted`).

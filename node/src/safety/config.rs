@@ -25,15 +25,14 @@ pub struct SafetyConfig {
     /// off. Operators delete at any time.
     #[serde(default = "default_unsend_window", with = "humantime_serde")]
     pub unsend_window: Duration,
-    /// Messages older than this are removed by a background job (a
-    /// conversation's newest one is emptied instead); `0s`, the default:
-    /// kept forever.
+    /// Messages older than this are emptied into tombstones by a
+    /// background job (rows and seqs stay); `0s`, the default: kept.
     #[serde(default, with = "humantime_serde")]
     pub message_retention: Duration,
     /// How often the retention job runs.
     #[serde(default = "default_retention_interval", with = "humantime_serde")]
     pub retention_interval: Duration,
-    /// Most messages one retention statement removes.
+    /// Most messages one retention transaction empties.
     #[serde(default = "default_retention_batch")]
     pub retention_batch: u32,
 }

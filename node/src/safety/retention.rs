@@ -1,12 +1,15 @@
-//! Retention: messages older than `safety.message_retention` are removed by
-//! a background task, in batches of at most `safety.retention_batch`, each
-//! its own short statement, with a yield between them, so commits are never
-//! held behind a long purge.
+//! Retention: messages older than `safety.message_retention` are emptied
+//! into tombstones by a background task, in batches of at most
+//! `safety.retention_batch`, each its own short transaction, with a yield
+//! between them, so commits are never held behind a long purge.
 //!
-//! A conversation's newest message is never removed, only emptied into a
-//! tombstone once it is old: it holds the conversation's highest seq, from
-//! which the owner numbers the next message (seqs never restart). Reports
-//! keep their own copies; push jobs of removed messages go with them.
+//! Rows and seqs stay (body and media key go): every history and replay
+//! stays gapless, so clients' cursors and the routers' gap checks hold,
+//! and the owner numbers on as before. After each round this node's
+//! running owners forget the expired messages from their replay memory
+//! (every node runs the job, so every node's owners are told within
+//! `retention_interval`). Reports keep their own copies; unsent push jobs
+//! of emptied messages are dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +17,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use turbochat_store::Store;
 
+use crate::owner::Owners;
+
 use super::service::now_ms;
 
 /// Runs the purge every `every` until `shutdown`; `max_age` zero: never.
 pub async fn run(
     store: Arc<dyn Store>,
+    owners: Owners,
     max_age: Duration,
     every: Duration,
     batch: u32,
@@ -35,7 +41,8 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let cutoff = now_ms() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
         let mut removed = 0u64;
         loop {
             if shutdown.is_cancelled() {
@@ -57,8 +64,9 @@ pub async fn run(
                 }
             }
         }
+        owners.expire_all(cutoff);
         if removed > 0 {
-            tracing::info!(removed, "retention removed old messages");
+            tracing::info!(removed, "retention emptied old messages");
         }
     }
 }

@@ -1,23 +1,31 @@
-//! [`SqlStore`]'s retention purge: messages older than a cutoff removed in
-//! bounded batches, each its own short transaction.
+//! [`SqlStore`]'s retention: messages older than a cutoff emptied into
+//! tombstones in bounded batches, each its own short transaction.
 
 use sqlx::{Decode, Encode, Executor, IntoArguments, Type};
 
 use super::{Backend, SqlStore};
 use crate::StoreError;
 
-/// Old messages that are not their conversation's newest (its seq stays
-/// taken by the newest, so numbering goes on from it).
-const DELETE_OLD: &str = "DELETE FROM messages WHERE id IN (\
-         SELECT m.id FROM messages m WHERE m.created_at < $1 \
-         AND m.seq < (SELECT MAX(x.seq) FROM messages x WHERE x.conversation_id = m.conversation_id) \
-         LIMIT $2)";
-/// An old newest message stays as a tombstone (it holds the seq).
-const TOMBSTONE_OLD_NEWEST: &str = "UPDATE messages SET body = '', media_key = NULL, \
-         deleted_at = $3, deleted_by = 'operator' \
-     WHERE id IN (SELECT m.id FROM messages m WHERE m.created_at < $1 AND m.deleted_at IS NULL \
-         AND m.seq = (SELECT MAX(x.seq) FROM messages x WHERE x.conversation_id = m.conversation_id) \
-         LIMIT $2)";
+/// The oldest messages not yet emptied, created before `$1`, at most `$2`
+/// (the partial index on `created_at` where `deleted_at IS NULL` finds
+/// them without walking earlier tombstones).
+macro_rules! old_messages {
+    () => {
+        "SELECT id FROM messages WHERE created_at < $1 AND deleted_at IS NULL \
+         ORDER BY created_at, id LIMIT $2"
+    };
+}
+const DROP_OLD_PUSHES: &str = concat!(
+    "DELETE FROM push_outbox WHERE status = 'pending' AND message_id IN (",
+    old_messages!(),
+    ")"
+);
+const EMPTY_OLD: &str = concat!(
+    "UPDATE messages SET body = '', media_key = NULL, deleted_at = $3, deleted_by = 'operator' \
+     WHERE id IN (",
+    old_messages!(),
+    ")"
+);
 
 impl<DB> SqlStore<DB>
 where
@@ -33,22 +41,19 @@ where
         limit: u32,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let deleted = sqlx::query(DELETE_OLD)
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query(DROP_OLD_PUSHES)
             .bind(before)
             .bind(i64::from(limit))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        let deleted = DB::rows_affected(&deleted);
-        let left = u64::from(limit).saturating_sub(deleted);
-        if left == 0 {
-            return Ok(deleted);
-        }
-        let emptied = sqlx::query(TOMBSTONE_OLD_NEWEST)
+        let emptied = sqlx::query(EMPTY_OLD)
             .bind(before)
-            .bind(i64::try_from(left).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(deleted + DB::rows_affected(&emptied))
+        tx.commit().await?;
+        Ok(DB::rows_affected(&emptied))
     }
 }

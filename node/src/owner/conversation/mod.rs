@@ -281,6 +281,7 @@ impl Owner<'_> {
                 Command::Unsubscribe { .. }
                 | Command::Refresh
                 | Command::Tombstoned { .. }
+                | Command::Expire { .. }
                 | Command::Release
                 | Command::CatchUp
                 | Command::Poll => {}
@@ -341,6 +342,7 @@ impl Owner<'_> {
                 active,
             } => self.typing(state, link, session_id, user_id, active),
             Command::Release => {}
+            Command::Expire { before } => self.expire(state, before),
             Command::Tombstoned {
                 message,
                 deleted_by,
