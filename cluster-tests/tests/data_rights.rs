@@ -52,6 +52,7 @@ async fn a_user_is_exported_then_erased(store: TestStore) {
         .await;
     assert_eq!(status, 200);
     let mut alice = WsClient::connect(&base, &alice_t).await.unwrap();
+    alice.subscribe(&direct, None).await;
     let mut bob = WsClient::connect(&base, &bob_t).await.unwrap();
     bob.subscribe(&direct, None).await;
     for (id, body) in [("a-1", "I live at 3 rue Haute"), ("a-2", "call me")] {
@@ -94,6 +95,11 @@ async fn a_user_is_exported_then_erased(store: TestStore) {
         bob.expect_where("message_deleted", T, |f| f["seq"] == seq)
             .await;
     }
+    // Her own session's subscription ends: the conversation is not hers.
+    let gone = alice
+        .expect_where("error", T, |e| e["conversation_id"] == direct.as_str())
+        .await;
+    assert_eq!(gone["code"], "not_found");
     let history = api.all_messages(&bob_t, &direct).await;
     let seen: Vec<(&Value, &Value, &Value)> = history
         .iter()

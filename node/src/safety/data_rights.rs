@@ -8,8 +8,10 @@
 //! messages' sender becomes an anonymous id, their push jobs, read cursors
 //! (they leave every conversation), devices and blocks go, the reports
 //! they filed and their uploads are kept under the anonymous id — with the
-//! audit entry. Reports about them (the operator's evidence) and a ban of
-//! them are kept. Idempotent: a second call finds nothing left to erase.
+//! audit entry; then each of their conversations' owners re-reads its
+//! participants (their subscriptions end with `not_found`). Reports about
+//! them (the operator's evidence) and a ban of them are kept. Idempotent: a
+//! second call finds nothing left to erase.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -111,6 +113,7 @@ pub(super) async fn erase(
             .await?;
         tombstoned += 1;
     }
+    let conversations = safety.store().participations_of(&user).await?;
     let anonymous = format!("erased-{}", uuid::Uuid::new_v4().simple());
     let audit = Admin::audit(
         &operator,
@@ -120,6 +123,12 @@ pub(super) async fn erase(
     );
     let erased = safety.store().erase_user(&user, &anonymous, &audit).await?;
     safety.blocks_changed(&user);
+    // Their sessions end and their place goes at every running owner.
+    for participation in &conversations {
+        safety
+            .participants_changed(participation.conversation_id)
+            .await;
+    }
     tracing::info!(user_id = %user, tombstoned, at = now_ms(), "user erased");
     Ok(Json(json!({
         "user_id": user,

@@ -9,8 +9,8 @@ use turbochat_protocol::ids::valid_user_id;
 use turbochat_protocol::safety::safety_server;
 use turbochat_protocol::safety::{
     BansChangedRequest, BansReply, BansRequest, BlockRequest, BlocksChangedRequest,
-    DeleteMessageRequest, ListBlocksRequest, MembershipRequest, ReportRequest, SafetyReply,
-    SystemMessageRequest,
+    DeleteMessageRequest, ListBlocksRequest, MembershipRequest, ParticipantsChangedRequest,
+    ReportRequest, SafetyReply, SystemMessageRequest,
 };
 use turbochat_protocol::ErrorCode;
 use uuid::Uuid;
@@ -182,6 +182,16 @@ impl safety_server::Safety for Safety {
             .change_membership(conversation, &req.user_id, change)
             .await?;
         reply(&answer)
+    }
+
+    async fn participants_changed(
+        &self,
+        request: Request<ParticipantsChangedRequest>,
+    ) -> Result<Response<SafetyReply>, Status> {
+        let conversation = Uuid::parse_str(&request.into_inner().conversation_id)
+            .map_err(|_| Refusal::invalid("conversation_id is not a UUID"))?;
+        self.tell_owner(conversation, crate::owner::Command::Refresh);
+        reply(&serde_json::json!({}))
     }
 
     async fn report(

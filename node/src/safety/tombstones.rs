@@ -211,6 +211,25 @@ impl Safety {
         Ok(())
     }
 
+    /// Makes the conversation's owner (here or on another node) re-read its
+    /// participants. Best effort: an owner that is not told reloads them
+    /// when it next starts.
+    pub(super) async fn participants_changed(&self, conversation: ConversationId) {
+        let Some(grpc) = self.remote_owner(conversation) else {
+            self.tell_owner(conversation, Command::Refresh);
+            return;
+        };
+        let Some(mut client) = self.peer(&grpc) else {
+            return;
+        };
+        let request = turbochat_protocol::safety::ParticipantsChangedRequest {
+            conversation_id: conversation.to_string(),
+        };
+        if let Err(status) = client.participants_changed(request).await {
+            tracing::warn!(%status, "cannot tell an owner that its participants changed");
+        }
+    }
+
     /// Hands `command` to the conversation's owner task here, if it runs
     /// (with none running, no session is subscribed here).
     pub(super) fn tell_owner(&self, conversation: ConversationId, command: Command) {
