@@ -572,6 +572,18 @@ impl Driver {
             ServerFrame::Conversation { conversation } => {
                 self.emit(Event::Conversation(conversation))
             }
+            ServerFrame::MessageDeleted {
+                conversation_id,
+                seq,
+                message_id,
+                deleted_by,
+                ..
+            } => self.emit(Event::MessageDeleted {
+                conversation_id,
+                seq,
+                message_id,
+                deleted_by,
+            }),
             ServerFrame::Pong { .. } => {}
             ServerFrame::Error {
                 code,

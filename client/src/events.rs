@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use turbochat_protocol::http::{ConversationView, MessageView};
-use turbochat_protocol::{ConversationId, ErrorCode, Seq, TypingState, UserId};
+use turbochat_protocol::{ConversationId, DeletedBy, ErrorCode, Seq, TypingState, UserId};
 use uuid::Uuid;
 
 /// Something that happened on the connection. Serializes as one JSON
@@ -67,6 +67,18 @@ pub enum Event {
     },
     /// You were added to a conversation.
     Conversation(ConversationView),
+    /// A message was unsent by its sender or deleted by an operator: show
+    /// its tombstone instead (history already has it, kind `deleted`).
+    MessageDeleted {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message's seq.
+        seq: Seq,
+        /// The message's id.
+        message_id: Uuid,
+        /// `sender` or `operator`.
+        deleted_by: DeletedBy,
+    },
     /// An outgoing message moved: pending → sent, or pending → failed.
     MessageState {
         /// Its conversation.

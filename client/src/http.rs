@@ -192,6 +192,81 @@ impl Api {
         .await
     }
 
+    /// `POST /blocks`: from now on `user` reaches you through no channel in
+    /// direct conversations (idempotent).
+    pub async fn block(&self, user: &str) -> Result<(), HttpError> {
+        let request = self
+            .http
+            .post(format!("{}/blocks", self.base))
+            .json(&serde_json::json!({ "user_id": user }));
+        self.call::<serde_json::Value>(request).await.map(|_| ())
+    }
+
+    /// `DELETE /blocks/{user}`: lifts a block; says whether there was one.
+    pub async fn unblock(&self, user: &str) -> Result<bool, HttpError> {
+        let request = self.http.delete(format!("{}/blocks/{user}", self.base));
+        let answer: serde_json::Value = self.call(request).await?;
+        Ok(answer["existed"].as_bool().unwrap_or(false))
+    }
+
+    /// `GET /blocks`: the users you block, oldest block first.
+    pub async fn blocks(&self) -> Result<Vec<UserId>, HttpError> {
+        let request = self.http.get(format!("{}/blocks", self.base));
+        let answer: serde_json::Value = self.call(request).await?;
+        Ok(answer["blocks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["user_id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// `POST /reports`: reports `target` for `reason` (`spam`, `scam`,
+    /// `harassment`, `inappropriate`, `other`); returns the report's id.
+    pub async fn report(
+        &self,
+        target: &ReportTarget,
+        reason: &str,
+        note: Option<&str>,
+    ) -> Result<i64, HttpError> {
+        let mut body = match target {
+            ReportTarget::Message {
+                conversation_id,
+                seq,
+            } => serde_json::json!({"conversation_id": conversation_id, "seq": seq}),
+            ReportTarget::User {
+                user_id,
+                conversation_id,
+            } => serde_json::json!({"user_id": user_id, "conversation_id": conversation_id}),
+        };
+        body["reason"] = reason.into();
+        if let Some(note) = note {
+            body["note"] = note.into();
+        }
+        if body["conversation_id"].is_null() {
+            body.as_object_mut().map(|b| b.remove("conversation_id"));
+        }
+        let request = self.http.post(format!("{}/reports", self.base)).json(&body);
+        let answer: serde_json::Value = self.call(request).await?;
+        Ok(answer["report_id"].as_i64().unwrap_or_default())
+    }
+
+    /// `DELETE /conversations/{id}/messages/{seq}`: unsends your own
+    /// message (within the server's unsend window). Returns whether it was
+    /// already unsent.
+    pub async fn unsend(
+        &self,
+        conversation_id: ConversationId,
+        seq: Seq,
+    ) -> Result<bool, HttpError> {
+        let request = self.http.delete(format!(
+            "{}/conversations/{conversation_id}/messages/{seq}",
+            self.base
+        ));
+        let answer: serde_json::Value = self.call(request).await?;
+        Ok(answer["already"].as_bool().unwrap_or(false))
+    }
+
     async fn create(&self, body: &CreateConversation) -> Result<ConversationView, HttpError> {
         let request = self
             .http
@@ -220,6 +295,25 @@ impl Api {
             Err(_) => Err(unexpected(status, &bytes)),
         }
     }
+}
+
+/// What a report is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// One message (its sender is the reported user).
+    Message {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The message's seq.
+        seq: Seq,
+    },
+    /// A user, perhaps met in a conversation.
+    User {
+        /// Whom.
+        user_id: UserId,
+        /// Where they were met, if anywhere.
+        conversation_id: Option<ConversationId>,
+    },
 }
 
 fn unexpected(status: u16, bytes: &[u8]) -> HttpError {

@@ -58,7 +58,7 @@ pub use config::ClientConfig;
 pub use dev_token::DevToken;
 pub use error::ClientError;
 pub use events::{Event, Events, MessageState};
-pub use http::{Api, HttpError};
+pub use http::{Api, HttpError, ReportTarget};
 pub use queue::{QueueError, QueuedMessage};
 pub use token::{StaticToken, TokenError, TokenProvider};
 pub use turbochat_protocol::http::{ConversationView, HistoryPage, MessageView};

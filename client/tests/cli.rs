@@ -283,3 +283,58 @@ async fn tail_prints_json_lines_and_chat_sends_stdin() {
     tail.kill().unwrap();
     tail.wait().unwrap();
 }
+
+/// Block, report and unsend from the command line (and so through the
+/// SDK's `Api`), against a real router and node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_report_and_unsend_from_the_command_line() {
+    let cluster = cluster().await;
+    let url = cluster.router_url(0);
+    let data = tempfile::tempdir().unwrap();
+    let cli = |user: &str, args: &[&str]| {
+        let output = tokio::task::block_in_place(|| run(turbochat(&url, user, data.path(), args)));
+        (output.status.code(), stdout(&output), stderr(&output))
+    };
+    let (code, id, err) = cli("alice", &["create-direct", "bob", "--listing", "van-1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_string();
+    let (code, seq, err) = cli("alice", &["send", &id, "pay by gift card"]);
+    assert_eq!((code, seq.trim()), (Some(0), "1"), "{err}");
+
+    let (code, out, err) = cli(
+        "bob",
+        &[
+            "report",
+            "--conversation",
+            &id,
+            "--seq",
+            "1",
+            "--reason",
+            "scam",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.trim().parse::<i64>().unwrap() > 0, "{out}");
+    let (code, _, err) = cli("bob", &["report", "--seq", "1", "--reason", "scam"]);
+    assert_eq!(code, Some(1), "a report names a message or a user: {err}");
+
+    let (code, out, err) = cli("bob", &["block", "alice"]);
+    assert_eq!((code, out.trim()), (Some(0), "blocked alice"), "{err}");
+    let (code, out, _) = cli("bob", &["blocks"]);
+    assert_eq!((code, out.trim()), (Some(0), "alice"));
+
+    // Bob cannot unsend alice's message; she can.
+    let (code, _, err) = cli("bob", &["unsend", &id, "1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("forbidden"), "{err}");
+    let (code, out, err) = cli("alice", &["unsend", &id, "1"]);
+    assert_eq!((code, out.trim()), (Some(0), "unsent"), "{err}");
+    let (code, out, _) = cli("bob", &["history", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.trim().ends_with("alice: (deleted)"), "{out}");
+
+    let (code, out, _) = cli("bob", &["unblock", "alice"]);
+    assert_eq!((code, out.trim()), (Some(0), "unblocked"));
+    let (code, out, _) = cli("bob", &["blocks"]);
+    assert_eq!((code, out.trim()), (Some(0), ""));
+}

@@ -1,6 +1,7 @@
 //! Test harness for turbochat: real `turbochat-node` and `turbochat-router`
 //! processes on loopback, on a real store, driven the way clients drive them.
 //!
+//! - [`admin`]: the node's admin API as an operator calls it.
 //! - [`bins`]: finds (building once if needed) the binaries.
 //! - [`process`]: one child process: start on port 0, read its ready line,
 //!   kill -9 / SIGTERM / SIGSTOP / restart on the same ports.
@@ -12,6 +13,7 @@
 //! - [`podman`], [`containers`]: the same cluster as containers (the image
 //!   of `deploy/image`), for the container cluster test.
 
+pub mod admin;
 pub mod bins;
 pub mod client;
 pub mod cluster;

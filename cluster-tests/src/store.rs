@@ -74,6 +74,36 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// Runs one query whose columns are all text and returns its rows.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        if self.is_postgres() {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect to the test database");
+            sqlx::query(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("test SQL runs")
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
+                .collect()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("open the test database");
+            sqlx::query(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("test SQL runs")
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
+                .collect()
+        }
+    }
+}
+
 impl Drop for TestStore {
     fn drop(&mut self) {
         if std::env::var_os("TURBOCHAT_KEEP_LOGS").is_some() {

@@ -905,6 +905,17 @@ async fn every_documented_error_code_is_one_the_server_sends() {
     assert_eq!(status, 403, "{body}");
     seen.insert(body["code"].as_str().unwrap().to_string());
 
+    // Unsending someone else's message.
+    let ack = alice.send_message(&conversation, "e-7", "mine").await;
+    let (status, body) = api
+        .delete(
+            &format!("/conversations/{conversation}/messages/{}", ack["seq"]),
+            &valid("bob"),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    seen.insert(body["code"].as_str().unwrap().to_string());
+
     let mut bob = raw_subscriber(&base, "bob", &conversation).await;
     flood_until_slow(&cluster, &mut alice, &conversation, 1.0, "s").await;
     loop {

@@ -23,13 +23,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use harness::admin::AdminApi;
 use harness::client::{Api, WsClient};
 use harness::cluster::{Cluster, Options};
 use harness::fake_fcm::{self, FakeFcm};
 use harness::store::TestStore;
 use harness::tokens::valid;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -41,31 +41,6 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Runs one query of the test's own database, whose columns are all text,
-/// and returns its rows (both stores).
-async fn rows(store: &TestStore, sql: &str) -> Vec<Vec<String>> {
-    use sqlx::Row;
-    if store.is_postgres() {
-        let mut conn = sqlx::PgConnection::connect(&store.url).await.unwrap();
-        sqlx::query(sql)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
-            .collect()
-    } else {
-        let mut conn = sqlx::SqliteConnection::connect(&store.url).await.unwrap();
-        sqlx::query(sql)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
-            .collect()
-    }
 }
 
 /// Polls `check` until it holds or `patience` ends; says whether it held.
@@ -470,11 +445,9 @@ async fn moderation_refuses_masks_and_flags(store: TestStore) {
     let flags = harness::eventually("the flag is stored", T, || {
         let store = &cluster.store;
         async move {
-            let found = rows(
-                store,
-                "SELECT reporter_id, reported_user_id, reason, note, evidence FROM reports",
-            )
-            .await;
+            let found = store
+                .rows("SELECT reporter_id, reported_user_id, reason, note, evidence FROM reports")
+                .await;
             (!found.is_empty()).then_some(found)
         }
     })
@@ -579,11 +552,12 @@ async fn a_report_keeps_the_message_after_it_is_deleted(store: TestStore) {
         ))
         .await;
     assert!(api.all_messages(&alice_t, &direct).await.is_empty());
-    let kept = rows(
-        &cluster.store,
-        &format!("SELECT reason, note, evidence FROM reports WHERE id = {id}"),
-    )
-    .await;
+    let kept = cluster
+        .store
+        .rows(&format!(
+            "SELECT reason, note, evidence FROM reports WHERE id = {id}"
+        ))
+        .await;
     assert_eq!(kept[0][..2], ["scam", "asks for a deposit by wire"]);
     let evidence: Value = serde_json::from_str(&kept[0][2]).unwrap();
     let evidence = evidence.as_array().unwrap();
@@ -633,68 +607,12 @@ async fn a_report_keeps_the_message_after_it_is_deleted_sqlite() {
     a_report_keeps_the_message_after_it_is_deleted(TestStore::sqlite()).await;
 }
 
-const OPERATOR_SECRET: &str = "0f8e2b7c9d4a61e5f3b2c8d7e6a5b4c3d2e1f0a9b8c7d6e5";
-
-/// The admin API of node `i`.
-struct AdminApi {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl AdminApi {
-    fn new(cluster: &Cluster, i: usize) -> Self {
-        AdminApi {
-            base: format!("http://{}", cluster.nodes[i].addr("http")),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        secret: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(secret) = secret {
-            request = request.bearer_auth(secret);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("node reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, Some(OPERATOR_SECRET), None)
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(
-            reqwest::Method::POST,
-            path,
-            Some(OPERATOR_SECRET),
-            Some(body),
-        )
-        .await
-    }
-
-    async fn delete(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::DELETE, path, Some(OPERATOR_SECRET), None)
-            .await
-    }
-}
-
 /// An operator reviews a report, posts "sold" into the conversation (and
 /// again through the other node: idempotent), bans
 /// the scammer (his session closes, he cannot come back) and lifts the ban;
 /// the audit log says who did what.
 async fn the_admin_api_reviews_bans_and_posts_all_audited(store: TestStore) {
-    let operators = format!(r#"[{{name="ops-ana", secret="{OPERATOR_SECRET}"}}]"#);
+    let operators = harness::admin::operators();
     // Two nodes: the ban is made on one and enforced by both, and one of
     // the two calls for the system message goes to the owner through the
     // other (whichever owns the conversation).

@@ -253,6 +253,22 @@ impl Config {
         self.admin
             .validate()
             .map_err(|(key, reason)| ConfigError::key(&key, reason))?;
+        if !(1..=10_000).contains(&self.safety.retention_batch) {
+            return Err(ConfigError::key(
+                "safety.retention_batch",
+                "must be 1 to 10000",
+            ));
+        }
+        if self.safety.retention_interval.is_zero() {
+            return Err(ConfigError::key(
+                "safety.retention_interval",
+                "must be positive",
+            ));
+        }
+        if let Some(hook) = &self.moderation.hook {
+            hook.validate()
+                .map_err(|(key, reason)| ConfigError::key(key, reason))?;
+        }
         if let Err(err) = crate::safety::moderation::Moderator::new(&self.moderation) {
             return Err(ConfigError::key(
                 &format!("moderation.rules[{}]", err.index),

@@ -148,6 +148,14 @@ pub async fn run_with_local(
         safety.clone(),
         shutdown.clone(),
     );
+    tasks.spawn(crate::safety::retention::run(
+        store.clone(),
+        owners.clone(),
+        config.safety.message_retention,
+        config.safety.retention_interval,
+        config.safety.retention_batch,
+        shutdown.clone(),
+    ));
 
     let grpc_listener = bind(config.node.grpc_listen).await?;
     let http_listener = bind(config.node.http_listen).await?;
@@ -218,6 +226,7 @@ pub async fn run_with_local(
         config.owner.presence_grace,
         tasks.clone(),
     );
+    safety.set_user_events(events.clone());
     safety.set_system_post(crate::safety::system::SystemPost::start(
         owners.clone(),
         ownership.clone(),

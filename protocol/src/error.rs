@@ -54,6 +54,11 @@ pub enum ErrorCode {
     /// An operator banned this user: every request is refused and the
     /// sessions are closed (1008, reason `banned`). Not retryable.
     Banned,
+    /// The caller participates, but this action is not theirs to take:
+    /// unsending another user's message, unsending after the unsend window,
+    /// adding or removing members of a group they did not create.
+    /// Nothing changed. Not retryable.
+    Forbidden,
 }
 
 /// gRPC metadata key that carries the exact [`ErrorCode`] of a refusal.
@@ -61,7 +66,7 @@ pub const CODE_METADATA: &str = "turbochat-code";
 
 impl ErrorCode {
     /// Every code, in the order of the error table in `docs/protocol.md`.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedFrame,
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
@@ -76,6 +81,7 @@ impl ErrorCode {
         ErrorCode::Blocked,
         ErrorCode::ContentRefused,
         ErrorCode::Banned,
+        ErrorCode::Forbidden,
     ];
 
     /// The code as it appears on the wire.
@@ -95,6 +101,7 @@ impl ErrorCode {
             ErrorCode::Blocked => "blocked",
             ErrorCode::ContentRefused => "content_refused",
             ErrorCode::Banned => "banned",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 
@@ -116,7 +123,7 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedFrame | ErrorCode::InvalidArgument => 400,
             ErrorCode::TokenExpired | ErrorCode::Unauthorized => 401,
-            ErrorCode::Blocked | ErrorCode::Banned => 403,
+            ErrorCode::Blocked | ErrorCode::Banned | ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::ContentRefused => 422,
             ErrorCode::TooLarge => 413,
@@ -140,7 +147,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => Code::Unavailable,
             ErrorCode::TokenExpired | ErrorCode::Unauthorized => Code::Unauthenticated,
             ErrorCode::Internal => Code::Internal,
-            ErrorCode::Blocked | ErrorCode::Banned => Code::PermissionDenied,
+            ErrorCode::Blocked | ErrorCode::Banned | ErrorCode::Forbidden => Code::PermissionDenied,
             ErrorCode::ContentRefused => Code::FailedPrecondition,
         }
     }

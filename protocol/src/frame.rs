@@ -22,6 +22,11 @@ pub enum MessageKind {
     Media,
     /// Written by the system (e.g. "conversation created"); clients cannot send it.
     System,
+    /// A tombstone: the message was unsent by its sender or deleted by an
+    /// operator. Its `body` is empty and it has no `media_key`; `seq`,
+    /// `message_id`, `sender_id`, `client_msg_id` and `created_at` are the
+    /// original's. Never stored as a kind and never accepted in a `send`.
+    Deleted,
 }
 
 impl MessageKind {
@@ -31,6 +36,7 @@ impl MessageKind {
             MessageKind::Text => "text",
             MessageKind::Media => "media",
             MessageKind::System => "system",
+            MessageKind::Deleted => "deleted",
         }
     }
 
@@ -40,6 +46,7 @@ impl MessageKind {
             "text" => Some(MessageKind::Text),
             "media" => Some(MessageKind::Media),
             "system" => Some(MessageKind::System),
+            "deleted" => Some(MessageKind::Deleted),
             _ => None,
         }
     }
@@ -53,6 +60,35 @@ pub enum TypingState {
     Start,
     /// The user stopped typing.
     Stop,
+}
+
+/// Who replaced a message by its tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletedBy {
+    /// Its sender unsent it (within the unsend window).
+    Sender,
+    /// An operator deleted it (admin API), or the sender's account was erased.
+    Operator,
+}
+
+impl DeletedBy {
+    /// The form stored in `messages.deleted_by` and sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletedBy::Sender => "sender",
+            DeletedBy::Operator => "operator",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sender" => Some(DeletedBy::Sender),
+            "operator" => Some(DeletedBy::Operator),
+            _ => None,
+        }
+    }
 }
 
 /// A conversation and the last seq the client has seen in it.
@@ -199,6 +235,22 @@ pub enum ServerFrame {
     Conversation {
         /// The conversation.
         conversation: ConversationView,
+    },
+    /// A message of a subscribed conversation was replaced by its tombstone
+    /// (unsent by its sender, or deleted by an operator): drop its body and
+    /// media. History and replays already show the tombstone
+    /// (`kind: "deleted"`). It has no seq of its own.
+    MessageDeleted {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The deleted message's seq.
+        seq: Seq,
+        /// The deleted message's id.
+        message_id: Uuid,
+        /// `sender` (unsent) or `operator` (deleted by moderation).
+        deleted_by: DeletedBy,
+        /// When, unix milliseconds.
+        deleted_at: i64,
     },
     /// Answer to `ping`.
     Pong {

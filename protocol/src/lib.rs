@@ -27,5 +27,5 @@ pub mod safety {
 }
 
 pub use error::ErrorCode;
-pub use frame::{ClientFrame, MessageKind, ServerFrame, TypingState};
+pub use frame::{ClientFrame, DeletedBy, MessageKind, ServerFrame, TypingState};
 pub use ids::{ConversationId, Seq, UserId};

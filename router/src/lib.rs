@@ -250,6 +250,26 @@ pub async fn run_with_local(
             axum::routing::delete(http::safety::unblock),
         )
         .route("/reports", post(http::safety::report))
+        .route(
+            "/conversations/{conversation_id}/leave",
+            post(http::membership::leave),
+        )
+        .route(
+            "/conversations/{conversation_id}/members",
+            post(http::membership::add),
+        )
+        .route(
+            "/conversations/{conversation_id}/members/{user_id}",
+            axum::routing::delete(http::membership::remove),
+        )
+        .route(
+            "/conversations/{conversation_id}/archive",
+            axum::routing::put(http::membership::archive).delete(http::membership::unarchive),
+        )
+        .route(
+            "/conversations/{conversation_id}/messages/{seq}",
+            axum::routing::delete(http::safety::unsend),
+        )
         .route("/media", post(media::upload))
         .route("/media/{conversation_id}/{name}", get(media::fetch))
         .route(

@@ -35,7 +35,9 @@ pub mod sqlite;
 pub mod writer;
 
 pub use postgres::PgStore;
-pub use safety::{AuditEntry, Ban, Block, NewReport, Report};
+pub use safety::{
+    AuditEntry, Ban, Block, Erased, NewReport, Participation, Report, Tombstone, Tombstoned,
+};
 pub use sqlite::SqliteStore;
 pub use writer::{AppendResult, Writer, WriterConfig};
 
@@ -303,7 +305,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<MessageView>, StoreError>;
 
     /// The user's conversations, most recently active first (last message's
-    /// `created_at`, else the conversation's), at most `limit`, each with its
+    /// `created_at`, else the conversation's), at most `limit`, leaving out
+    /// those the user archived with no message since, each with its
     /// participants, last message, and unread count (messages from others
     /// after the user's `last_read_seq`, counted up to 1000 at most).
     async fn list_conversations(
@@ -447,6 +450,71 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one audit entry on its own (for actions whose own write is
     /// elsewhere, e.g. a system message through the owner).
     async fn record_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Adds `user` to a group as a `member` joined `at` (unix ms), with
+    /// every message so far counted as read. Returns whether they are new.
+    async fn add_member(&self, id: ConversationId, user: &str, at: i64)
+        -> Result<bool, StoreError>;
+
+    /// Removes `user` from a conversation and drops their pending push jobs
+    /// of it; if no `owner` is left, the member who joined first becomes
+    /// it. Returns whether they were a participant.
+    async fn remove_member(&self, id: ConversationId, user: &str) -> Result<bool, StoreError>;
+
+    /// Hides the conversation from `user`'s [`Store::list_conversations`]
+    /// until a message newer than the newest one now (true), or shows it
+    /// again (false). Returns whether `user` participates.
+    async fn set_archived(
+        &self,
+        id: ConversationId,
+        user: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Retention: empties up to `limit` of the oldest messages created
+    /// before `before` (unix ms) into tombstones (deleted by `operator` at
+    /// `now`; rows and seqs stay, so every history stays gapless), and
+    /// drops their unsent push jobs, in one short transaction. Returns how
+    /// many were emptied (0: nothing older is left).
+    async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError>;
+
+    /// Every conversation `user` participates in, oldest join first.
+    async fn participations_of(&self, user: &str) -> Result<Vec<Participation>, StoreError>;
+
+    /// Every message `user` sent (tombstones too), oldest first.
+    async fn messages_of(&self, user: &str) -> Result<Vec<MessageView>, StoreError>;
+
+    /// Every report `user` filed or is the subject of, by id.
+    async fn reports_involving(&self, user: &str) -> Result<Vec<Report>, StoreError>;
+
+    /// Erases `user`, in one transaction with `audit`: their messages
+    /// become tombstones sent by `anonymous`; their push jobs, read
+    /// cursors (participations), devices and blocks (made or suffered) are
+    /// deleted; the reports they filed and the uploads they made are kept
+    /// under `anonymous`. Reports about them and a ban of them are kept.
+    async fn erase_user(
+        &self,
+        user: &str,
+        anonymous: &str,
+        audit: &AuditEntry,
+    ) -> Result<Erased, StoreError>;
+
+    /// One message by seq (a tombstone reads back with kind `deleted`).
+    async fn message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Option<MessageView>, StoreError>;
+
+    /// Replaces a message by its tombstone (body emptied, media key
+    /// dropped; read back with kind `deleted`), drops its push jobs not yet
+    /// finished, and writes `audit` if given, in one transaction. A message
+    /// that already is a tombstone is left as it is (and `audit` unwritten).
+    async fn tombstone_message(
+        &self,
+        tombstone: &Tombstone,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Tombstoned, StoreError>;
 
     /// Audit entries, newest first, with id < `before_id` when given, at
     /// most `limit`.

@@ -83,3 +83,66 @@ pub struct AuditEntry {
     /// Unix milliseconds.
     pub created_at: i64,
 }
+
+/// A message to replace by its tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The message's seq.
+    pub seq: Seq,
+    /// `sender` (unsent) or `operator` (deleted).
+    pub deleted_by: turbochat_protocol::DeletedBy,
+    /// When, unix milliseconds.
+    pub deleted_at: i64,
+}
+
+/// What [`crate::Store::tombstone_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tombstoned {
+    /// The message is a tombstone now (this is it, kind `deleted`); its
+    /// pending push jobs were dropped.
+    Now(turbochat_protocol::http::MessageView),
+    /// It already was one (nothing changed).
+    Already(turbochat_protocol::http::MessageView),
+    /// No message has this seq.
+    Missing,
+}
+
+/// A user's place in one conversation (for an export).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Participation {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// `direct` or `group`.
+    pub kind: turbochat_protocol::http::ConversationKind,
+    /// `owner` (the creator) or `member`.
+    pub role: String,
+    /// When they joined, unix milliseconds.
+    pub joined_at: i64,
+    /// Their read cursor.
+    pub last_read_seq: Seq,
+    /// Whether they muted it.
+    pub muted: bool,
+    /// The seq at which they archived it, if they did.
+    pub archived_seq: Option<Seq>,
+}
+
+/// What erasing a user changed, row counts by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Their messages, now tombstones under an anonymous sender id.
+    pub messages: u64,
+    /// Conversations they were removed from (their read cursors).
+    pub conversations: u64,
+    /// Device tokens deleted.
+    pub devices: u64,
+    /// Blocks deleted (made by them or of them).
+    pub blocks: u64,
+    /// Reports they filed, now under the anonymous id.
+    pub reports_filed: u64,
+    /// Push jobs to them deleted.
+    pub push_jobs: u64,
+    /// Uploads recorded under their id, now under the anonymous id.
+    pub uploads: u64,
+}

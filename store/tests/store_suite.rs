@@ -271,6 +271,10 @@ store_suite!(
     blocks_are_kept_listed_and_lifted,
     reports_keep_their_evidence_and_are_resolved_once_with_their_audit,
     bans_and_their_audit_go_together,
+    a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
+    members_join_leave_and_archive,
+    retention_empties_old_messages_in_bounded_batches_keeping_their_seqs,
+    a_user_is_exported_then_erased,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
     writer_drains_on_shutdown,
@@ -1005,6 +1009,231 @@ async fn push_jobs_are_counted_by_state(db: TestDb) {
     assert_eq!(states(1_002).await, [s("failed", 1), s("sent", 1)]);
 }
 
+/// Unsend and delete: the row stays (its seq stays taken), emptied, read
+/// back as kind `deleted` everywhere (by seq, history, replay, the
+/// conversation list); its pending pushes go; the audit entry goes with it;
+/// a second tombstone changes nothing.
+async fn a_tombstone_replaces_a_message_and_drops_its_pending_pushes(db: TestDb) {
+    use turbochat_protocol::DeletedBy;
+    use turbochat_store::{Tombstone, Tombstoned};
+    let store = db.store.as_ref();
+    let (id, hello) = message_with_push_jobs(store).await;
+    let mut later = message(BOB, "b1", 1_500);
+    later.push_to = vec![ALICE.into()];
+    append_ok(store, batch(id, 2, vec![later])).await;
+    assert_eq!(store.message(id, 1).await.unwrap().as_ref(), Some(&hello));
+    assert_eq!(store.message(id, 9).await.unwrap(), None);
+    let at = |seq, deleted_at| Tombstone {
+        conversation_id: id,
+        seq,
+        deleted_by: DeletedBy::Operator,
+        deleted_at,
+    };
+    let entry = audit("delete_message", &format!("{id}/1"), 2_000);
+    let Tombstoned::Now(gone) = store
+        .tombstone_message(&at(1, 2_000), Some(&entry))
+        .await
+        .unwrap()
+    else {
+        panic!("a tombstone now");
+    };
+    assert_eq!(
+        (gone.kind, gone.body.as_str(), &gone.media_key, gone.seq),
+        (MessageKind::Deleted, "", &None, 1)
+    );
+    assert_eq!((gone.sender_id.as_str(), gone.created_at), (ALICE, 1_000));
+    assert_eq!(store.message(id, 1).await.unwrap(), Some(gone.clone()));
+    assert_eq!(store.history(id, None, 10).await.unwrap()[1], gone);
+    assert_eq!(store.messages_after(id, 0, 10).await.unwrap()[0], gone);
+    // Only the other message's job is left to push.
+    let jobs = store.claim_push_jobs(5_000, 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].message.seq, 2);
+    assert_eq!(
+        store.audit_log(None, 10).await.unwrap()[0].action,
+        "delete_message"
+    );
+    assert_eq!(
+        store
+            .tombstone_message(&at(1, 3_000), Some(&entry))
+            .await
+            .unwrap(),
+        Tombstoned::Already(gone)
+    );
+    assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.tombstone_message(&at(7, 3_000), None).await.unwrap(),
+        Tombstoned::Missing
+    );
+    // The last message of the list is the tombstone once it is the last.
+    store.tombstone_message(&at(2, 3_000), None).await.unwrap();
+    let list = store.list_conversations(ALICE, 10).await.unwrap();
+    let last = list[0].last_message.as_ref().expect("a last message");
+    assert_eq!(
+        (last.seq, last.kind, last.body.as_str()),
+        (2, MessageKind::Deleted, "")
+    );
+}
+
+/// A member added later starts with everything read; one who leaves takes
+/// their pending pushes with them; a creator who leaves hands the role on;
+/// an archived conversation leaves the list until a newer message.
+async fn members_join_leave_and_archive(db: TestDb) {
+    let store = db.store.as_ref();
+    let (id, _) = message_with_push_jobs(store).await;
+    assert!(store.add_member(id, "dave", 2_000).await.unwrap());
+    assert!(!store.add_member(id, "dave", 2_001).await.unwrap());
+    let state = store.load_conversation(id).await.unwrap().unwrap();
+    let dave = state
+        .participants
+        .iter()
+        .find(|p| p.user_id == "dave")
+        .unwrap();
+    assert_eq!((dave.role.as_str(), dave.last_read_seq), ("member", 1));
+
+    assert!(store.remove_member(id, CAROL).await.unwrap());
+    assert!(!store.remove_member(id, CAROL).await.unwrap());
+    let jobs = store.claim_push_jobs(5_000, 10, LEASE).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.user_id.as_str()).collect::<Vec<_>>(),
+        [BOB]
+    );
+    assert!(store.remove_member(id, ALICE).await.unwrap());
+    let state = store.load_conversation(id).await.unwrap().unwrap();
+    let roles: Vec<(&str, &str)> = state
+        .participants
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.role.as_str()))
+        .collect();
+    assert_eq!(roles, [(BOB, "owner"), ("dave", "member")]);
+    assert!(store
+        .list_conversations(ALICE, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(store.set_archived(id, BOB, true).await.unwrap());
+    assert!(store.list_conversations(BOB, 10).await.unwrap().is_empty());
+    assert_eq!(store.list_conversations("dave", 10).await.unwrap().len(), 1);
+    append_ok(store, batch(id, 2, vec![message("dave", "d1", 3_000)])).await;
+    assert_eq!(store.list_conversations(BOB, 10).await.unwrap().len(), 1);
+    assert!(store.set_archived(id, BOB, true).await.unwrap());
+    assert!(store.list_conversations(BOB, 10).await.unwrap().is_empty());
+    assert!(store.set_archived(id, BOB, false).await.unwrap());
+    assert_eq!(store.list_conversations(BOB, 10).await.unwrap().len(), 1);
+    assert!(!store.set_archived(id, ALICE, true).await.unwrap());
+}
+
+/// Retention: old messages are emptied in batches of at most `limit`;
+/// rows and seqs stay, so histories stay gapless and numbering goes on.
+async fn retention_empties_old_messages_in_bounded_batches_keeping_their_seqs(db: TestDb) {
+    let store = db.store.as_ref();
+    let old = group(store, &[ALICE, BOB], 1).await;
+    let mut messages: Vec<NewMessage> = (1..=5)
+        .map(|i| message(ALICE, &format!("o{i}"), 1_000 + i))
+        .collect();
+    messages[0].push_to = vec![BOB.into()];
+    append_ok(store, batch(old, 1, messages)).await;
+    let recent = group(store, &[ALICE, BOB], 1).await;
+    append_ok(
+        store,
+        batch(
+            recent,
+            1,
+            vec![message(BOB, "r1", 1_001), message(BOB, "r2", 9_000)],
+        ),
+    )
+    .await;
+
+    // Cut-off 5_000: o1..o5 and r1 are old.
+    assert_eq!(store.purge_messages(5_000, 4, 10_000).await.unwrap(), 4);
+    assert_eq!(store.purge_messages(5_000, 4, 10_000).await.unwrap(), 2);
+    assert_eq!(store.purge_messages(5_000, 4, 10_000).await.unwrap(), 0);
+    let left = store.messages_after(old, 0, 10).await.unwrap();
+    assert_eq!(seqs(&left), [1, 2, 3, 4, 5]);
+    assert!(left
+        .iter()
+        .all(|m| m.kind == MessageKind::Deleted && m.body.is_empty()));
+    let other = store.messages_after(recent, 0, 10).await.unwrap();
+    assert_eq!(
+        other.iter().map(|m| (m.seq, m.kind)).collect::<Vec<_>>(),
+        [(1, MessageKind::Deleted), (2, MessageKind::Text)]
+    );
+    assert!(store
+        .claim_push_jobs(20_000, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    let next = append_ok(store, batch(old, 6, vec![message(ALICE, "o6", 11_000)])).await;
+    assert_eq!(inserted(&next[0]).seq, 6);
+}
+
+/// Data rights: what is stored about a user, then erasing it.
+async fn a_user_is_exported_then_erased(db: TestDb) {
+    let store = db.store.as_ref();
+    let (id, hello) = message_with_push_jobs(store).await;
+    let mut to_alice = message(BOB, "b1", 1_100);
+    to_alice.push_to = vec![ALICE.into()];
+    append_ok(store, batch(id, 2, vec![to_alice])).await;
+    store
+        .upsert_device(ALICE, "android", "alice-phone")
+        .await
+        .unwrap();
+    store.block(ALICE, "mallory", 5).await.unwrap();
+    store.block("eve", ALICE, 6).await.unwrap();
+    let report = NewReport {
+        reporter_id: ALICE.into(),
+        reported_user_id: "mallory".into(),
+        conversation_id: None,
+        reported_seq: None,
+        reason: "spam".into(),
+        note: None,
+        evidence: "[]".into(),
+        created_at: 7,
+    };
+    store.insert_report(&report).await.unwrap();
+
+    let joined = store.participations_of(ALICE).await.unwrap();
+    assert_eq!((joined.len(), joined[0].role.as_str()), (1, "owner"));
+    assert_eq!(store.messages_of(ALICE).await.unwrap(), [hello]);
+    assert_eq!(store.reports_involving(ALICE).await.unwrap().len(), 1);
+
+    let erased = store
+        .erase_user(ALICE, "erased-1", &audit("erase_user", ALICE, 9))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            erased.messages,
+            erased.conversations,
+            erased.devices,
+            erased.blocks
+        ),
+        (1, 1, 1, 2)
+    );
+    assert_eq!((erased.reports_filed, erased.push_jobs), (1, 3));
+    let kept = store.message(id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.kind, kept.body.as_str(), kept.sender_id.as_str()),
+        (MessageKind::Deleted, "", "erased-1")
+    );
+    assert!(store.messages_of(ALICE).await.unwrap().is_empty());
+    assert!(store.participations_of(ALICE).await.unwrap().is_empty());
+    assert!(store.devices_of(&[ALICE.into()]).await.unwrap().is_empty());
+    assert!(store.block_relations(ALICE).await.unwrap().is_empty());
+    assert!(store.reports_involving(ALICE).await.unwrap().is_empty());
+    assert_eq!(
+        store.audit_log(None, 1).await.unwrap()[0].action,
+        "erase_user"
+    );
+    // No push to her, nor of her messages, is left.
+    assert!(store
+        .claim_push_jobs(5_000, 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn push_jobs_are_claimed_once_and_finished_with_the_claim(db: TestDb) {
     let store = db.store.as_ref();
     let (_, hello) = message_with_push_jobs(store).await;
@@ -1529,6 +1758,65 @@ impl Recorder {
 impl Store for Recorder {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.inner.migrate().await
+    }
+    async fn message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Option<MessageView>, StoreError> {
+        self.inner.message(id, seq).await
+    }
+    async fn add_member(
+        &self,
+        id: ConversationId,
+        user: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.add_member(id, user, at).await
+    }
+    async fn remove_member(&self, id: ConversationId, user: &str) -> Result<bool, StoreError> {
+        self.inner.remove_member(id, user).await
+    }
+    async fn set_archived(
+        &self,
+        id: ConversationId,
+        user: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_archived(id, user, archived).await
+    }
+    async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError> {
+        self.inner.purge_messages(before, limit, now).await
+    }
+    async fn participations_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<turbochat_store::Participation>, StoreError> {
+        self.inner.participations_of(user).await
+    }
+    async fn messages_of(&self, user: &str) -> Result<Vec<MessageView>, StoreError> {
+        self.inner.messages_of(user).await
+    }
+    async fn reports_involving(
+        &self,
+        user: &str,
+    ) -> Result<Vec<turbochat_store::Report>, StoreError> {
+        self.inner.reports_involving(user).await
+    }
+    async fn erase_user(
+        &self,
+        user: &str,
+        anonymous: &str,
+        audit: &AuditEntry,
+    ) -> Result<turbochat_store::Erased, StoreError> {
+        self.inner.erase_user(user, anonymous, audit).await
+    }
+    async fn tombstone_message(
+        &self,
+        tombstone: &turbochat_store::Tombstone,
+        audit: Option<&turbochat_store::AuditEntry>,
+    ) -> Result<turbochat_store::Tombstoned, StoreError> {
+        self.inner.tombstone_message(tombstone, audit).await
     }
     async fn create_conversation(
         &self,

@@ -113,6 +113,31 @@ export class Api {
     return response.blob();
   }
 
+  /** `POST /blocks`: the user reaches you through no channel in direct
+   * conversations. `DELETE /blocks/{user}` lifts it; `GET /blocks` lists. */
+  block(user_id) {
+    return this.request('POST', '/blocks', { user_id });
+  }
+
+  unblock(user_id) {
+    return this.request('DELETE', `/blocks/${encodeURIComponent(user_id)}`);
+  }
+
+  async blocks() {
+    const answer = await this.request('GET', '/blocks');
+    return (answer?.blocks ?? []).map((b) => b.user_id);
+  }
+
+  /** `POST /reports` about a message (`conversation_id`, `seq`) or a user. */
+  report(body) {
+    return this.request('POST', '/reports', body);
+  }
+
+  /** `DELETE /conversations/{id}/messages/{seq}`: unsends your message. */
+  unsend(conversation_id, seq) {
+    return this.request('DELETE', `/conversations/${encodeURIComponent(conversation_id)}/messages/${seq}`);
+  }
+
   /** `GET /history`: a page, newest first, and the next page's `before_seq`. */
   history(conversation_id, { before_seq, limit = 50 } = {}) {
     const query = new URLSearchParams({ conversation_id, limit: String(limit) });

@@ -9,6 +9,9 @@ const BODY_LIMIT = 4000;
 /** A message is "seen" once this much of it is on screen. */
 const SEEN_RATIO = 0.6;
 
+/** The reasons a report may give (docs/protocol.md, Reporting). */
+const REPORT_REASONS = ['scam', 'spam', 'harassment', 'inappropriate', 'other'];
+
 /** Drafts survive switching conversations (not reloads). */
 const drafts = new Map();
 
@@ -27,9 +30,20 @@ export class ChatView {
     /** Newest seq seen on screen while the page was visible, not yet marked read. */
     this.seenMax = 0;
     this.readTimer = null;
+    /** The seq whose report form is open, and the seqs reported here. */
+    this.reporting = null;
+    this.reported = new Set();
+    this.actionNotice = '';
+    client.loadBlocks().catch(() => {});
 
     this.title = h('h2', { id: 'chat-title', class: 'chat-title' });
     this.subtitle = h('p', { class: 'chat-sub' });
+    this.blockButton = h('button', {
+      type: 'button',
+      class: 'link danger block',
+      'data-testid': 'block',
+      onclick: () => this.toggleBlock(),
+    });
     this.avatar = h('span', { class: 'avatar', 'aria-hidden': 'true' });
     this.olderButton = h(
       'button',
@@ -115,6 +129,7 @@ export class ChatView {
         ),
         this.avatar,
         h('div', { class: 'chat-heading' }, this.title, this.subtitle),
+        this.blockButton,
       ),
       this.scroller,
       this.notice,
@@ -218,6 +233,44 @@ export class ChatView {
     this.render();
   }
 
+  /** Blocks the other person of a direct conversation, or lifts it. */
+  async toggleBlock() {
+    const peer = this.conversation.peers(this.client.me)[0];
+    if (!peer) return;
+    const blocked = !this.client.blocked.has(peer);
+    try {
+      await this.client.setBlocked(peer, blocked);
+      this.actionNotice = blocked
+        ? `You blocked ${peer}. They can no longer write to you here.`
+        : `You unblocked ${peer}.`;
+    } catch (err) {
+      this.actionNotice = `Could not ${blocked ? 'block' : 'unblock'} ${peer}: ${err.message}`;
+    }
+    this.render();
+  }
+
+  /** Files the open report form's report. */
+  async sendReport(seq, reason) {
+    try {
+      await this.client.report(this.id, seq, reason);
+      this.reported.add(seq);
+      this.actionNotice = 'Thank you. Your report was sent to our moderators.';
+    } catch (err) {
+      this.actionNotice = `Could not send the report: ${err.message}`;
+    }
+    this.reporting = null;
+    this.render();
+  }
+
+  async unsend(seq) {
+    try {
+      await this.client.unsend(this.id, seq);
+    } catch (err) {
+      this.actionNotice = `Could not unsend: ${err.message}`;
+      this.render();
+    }
+  }
+
   scheduleRead() {
     if (this.readTimer) return;
     this.readTimer = setTimeout(() => {
@@ -250,9 +303,16 @@ export class ChatView {
     fill(this.subtitle, sub.join(' · '));
     document.title = `${title} · turbochat`;
 
+    // Block: direct conversations only (groups are shared rooms).
+    const peer = c.view?.kind === 'direct' ? peers[0] : undefined;
+    this.blockButton.hidden = !peer;
+    const blockLabel = peer && client.blocked.has(peer) ? 'Unblock' : 'Block';
+    if (this.blockButton.textContent !== blockLabel) this.blockButton.textContent = blockLabel;
+
     // Errors: not a participant, no such conversation, history not loading.
     const problem =
-      c.error ?? (c.historyError ? `Could not load messages: ${c.historyError}` : this.uploadError || '');
+      c.error ??
+      (c.historyError ? `Could not load messages: ${c.historyError}` : this.uploadError || this.actionNotice || '');
     if (this.notice.textContent !== problem) this.notice.textContent = problem;
     this.notice.hidden = !problem;
     this.composer.hidden = Boolean(c.error);
@@ -347,6 +407,11 @@ export class ChatView {
       body: m.body,
       media: m.kind === 'media' && m.media_key ? this.client.mediaUrl(m.media_key) ?? 'loading' : undefined,
       system: m.kind === 'system',
+      deleted: m.kind === 'deleted',
+      reportable: !mine && m.kind !== 'system' && m.kind !== 'deleted',
+      reporting: this.reporting === m.seq,
+      reported: this.reported.has(m.seq),
+      unsendable: mine && m.kind !== 'deleted' && m.kind !== 'system',
       time: m.created_at,
       state,
       readers,
@@ -372,7 +437,7 @@ export class ChatView {
   renderRow(r, el, now) {
     const group = this.conversation.view?.kind === 'group';
     const item = el ?? h('li');
-    item.className = `msg ${r.system ? 'system' : r.mine ? 'mine' : 'theirs'}`;
+    item.className = `msg ${r.system ? 'system' : r.mine ? 'mine' : 'theirs'}${r.deleted ? ' deleted' : ''}`;
     item.dataset.state = r.state;
     if (r.seq) item.dataset.seq = String(r.seq);
     else delete item.dataset.seq;
@@ -391,9 +456,11 @@ export class ChatView {
     );
     const children = [
       h('span', { class: r.mine || !group ? 'author visually-hidden' : 'author' }, r.mine ? 'You:' : `${r.author}:`),
-      r.media ? this.mediaElement(r.media) : null,
-      r.body ? h('p', { class: 'body' }, r.body) : null,
+      r.deleted ? h('p', { class: 'body tombstone', 'data-testid': 'tombstone' }, 'This message was deleted') : null,
+      !r.deleted && r.media ? this.mediaElement(r.media) : null,
+      !r.deleted && r.body ? h('p', { class: 'body' }, r.body) : null,
       meta,
+      r.seq ? this.messageActions(r) : null,
     ];
     if (r.state === 'failed') {
       children.push(
@@ -407,6 +474,40 @@ export class ChatView {
       );
     }
     return fill(item, h('div', { class: 'bubble' }, children));
+  }
+
+  /** Report (others' messages) or Unsend (ours), and the report form. */
+  messageActions(r) {
+    if (r.reported) return h('p', { class: 'actions muted' }, 'Reported');
+    if (r.reporting) {
+      const reason = h(
+        'select',
+        { 'aria-label': 'Reason', 'data-testid': 'report-reason' },
+        REPORT_REASONS.map((value) => h('option', { value }, value)),
+      );
+      return h(
+        'div',
+        { class: 'actions report-form' },
+        reason,
+        h('button', { type: 'button', class: 'link danger', onclick: () => this.sendReport(r.seq, reason.value) }, 'Send report'),
+        h('button', { type: 'button', class: 'link', onclick: () => { this.reporting = null; this.render(); } }, 'Cancel'),
+      );
+    }
+    if (r.reportable) {
+      return h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'button', class: 'link', onclick: () => { this.reporting = r.seq; this.render(); } }, 'Report'),
+      );
+    }
+    if (r.unsendable) {
+      return h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'button', class: 'link', onclick: () => this.unsend(r.seq) }, 'Unsend'),
+      );
+    }
+    return null;
   }
 
   mediaElement(src) {

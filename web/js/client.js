@@ -66,6 +66,8 @@ export class ChatClient extends EventTarget {
     this.conversations = new Map();
     /** @type {Map<string, boolean>} user -> online, from `presence` frames */
     this.presence = new Map();
+    /** Users we block (read when a chat opens; changed by setBlocked). */
+    this.blocked = new Set();
     /** media_key -> object URL (null while loading, 'error' if it failed) */
     this.mediaUrls = new Map();
     this.list = { loaded: false, loading: false, error: null };
@@ -225,6 +227,32 @@ export class ChatClient extends EventTarget {
   }
 
   /** A displayable URL for a message's media, or null while it loads. */
+  /** Blocks (or unblocks) `user`; resolves once it is in force. */
+  async setBlocked(user, blocked) {
+    if (blocked) await this.api.block(user);
+    else await this.api.unblock(user);
+    if (blocked) this.blocked.add(user);
+    else this.blocked.delete(user);
+    this.changed('list');
+  }
+
+  /** Reads who we block (for the chat screen's Block/Unblock button). */
+  async loadBlocks() {
+    this.blocked = new Set(await this.api.blocks());
+    this.changed('list');
+  }
+
+  /** Reports message `seq` of a conversation for `reason`. */
+  report(conversation_id, seq, reason) {
+    return this.api.report({ conversation_id, seq, reason });
+  }
+
+  /** Unsends our message `seq`; the tombstone shows at once. */
+  async unsend(conversation_id, seq) {
+    await this.api.unsend(conversation_id, seq);
+    if (this.conversation(conversation_id).tombstone(seq)) this.changed('conversation', conversation_id);
+  }
+
   mediaUrl(media_key) {
     const known = this.mediaUrls.get(media_key);
     if (known !== undefined) return known;
@@ -340,6 +368,11 @@ export class ChatClient extends EventTarget {
         return this.changed('list');
       case 'conversation':
         return this.adopt(frame.conversation);
+      case 'message_deleted':
+        if (this.conversation(frame.conversation_id).tombstone(frame.seq)) {
+          this.changed('conversation', frame.conversation_id);
+        }
+        return;
       case 'error':
         return this.onError(frame);
       default:

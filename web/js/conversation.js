@@ -77,6 +77,14 @@ export class Conversation {
     return true;
   }
 
+  /** A message was unsent or deleted: keep its place, drop its content. */
+  tombstone(seq) {
+    const message = this.messages.get(seq);
+    if (!message || message.kind === 'deleted') return false;
+    this.messages.set(seq, { ...message, kind: 'deleted', body: '', media_key: undefined });
+    return true;
+  }
+
   /** Messages, oldest first. */
   ordered() {
     if (!this.sorted) this.sorted = [...this.messages.keys()].sort((a, b) => a - b);

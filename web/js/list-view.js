@@ -134,7 +134,8 @@ export class ListView {
       preview = `You: ${newestQueued.body || (newestQueued.media_key ? 'Photo' : '')}`;
       previewState = newestQueued.state;
     } else if (last) {
-      const text = last.kind === 'media' ? last.body || 'Photo' : last.body;
+      const text =
+        last.kind === 'deleted' ? 'Message deleted' : last.kind === 'media' ? last.body || 'Photo' : last.body;
       preview = last.sender_id === me ? `You: ${text}` : text;
     }
     const peers = conversation.peers(me);

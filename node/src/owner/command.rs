@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use turbochat_protocol::http::MessageView;
 use turbochat_protocol::ids::{Seq, UserId};
-use turbochat_protocol::MessageKind;
+use turbochat_protocol::{DeletedBy, MessageKind};
 
 use crate::fanout::RouterLink;
 
@@ -55,6 +56,23 @@ pub enum Command {
     },
     /// The conversation's participants changed in the store: reload them.
     Refresh,
+    /// Retention emptied the messages created before `before` (unix ms):
+    /// forget them from the replay memory.
+    Expire {
+        /// The cutoff, unix milliseconds.
+        before: i64,
+    },
+    /// A message was replaced by its tombstone in the store: remember the
+    /// tombstone for replays and tell every subscribed session
+    /// (`message_deleted`).
+    Tombstoned {
+        /// The tombstone (kind `deleted`).
+        message: MessageView,
+        /// Who deleted it.
+        deleted_by: DeletedBy,
+        /// When, unix milliseconds.
+        deleted_at: i64,
+    },
     /// This node no longer owns the conversation (ring change): finish the
     /// in-flight batch, redirect queued sends, drop subscribers and state,
     /// stop.

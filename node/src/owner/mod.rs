@@ -117,6 +117,8 @@ impl Owners {
             command,
             Command::Unsubscribe { .. }
                 | Command::Refresh
+                | Command::Tombstoned { .. }
+                | Command::Expire { .. }
                 | Command::Release
                 | Command::CatchUp
                 | Command::Poll
@@ -202,6 +204,15 @@ impl Owners {
             let _ = mailbox.tx.send(Command::Poll);
         }
         mailboxes.len()
+    }
+
+    /// Asks every running owner task to forget from its replay memory the
+    /// messages created before `before` (see [`Command::Expire`]).
+    pub fn expire_all(&self, before: i64) {
+        let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
+        for mailbox in &mailboxes {
+            let _ = mailbox.tx.send(Command::Expire { before });
+        }
     }
 
     /// Number of conversations with a live owner task.

@@ -44,6 +44,11 @@ pub fn check_send(
         ));
     }
     match send.kind {
+        MessageKind::Deleted => {
+            return Err(Refusal::invalid(
+                "kind deleted is a tombstone; unsend with DELETE /conversations/{id}/messages/{seq}",
+            ));
+        }
         MessageKind::System if !send.trusted => {
             return Err(Refusal::invalid("clients cannot send system messages"));
         }

@@ -95,6 +95,14 @@ fn now_ms() -> i64 {
 impl Deliverer {
     /// Runs one attempt of `job` and records its outcome with the claim.
     pub async fn deliver(&self, mut job: PushJob) {
+        if job.message.kind == turbochat_protocol::MessageKind::Deleted {
+            // Unsent or deleted after it was claimed: nothing is sent.
+            metrics::counter!("turbochat_push_dropped_deleted_total").increment(1);
+            if let Err(err) = self.store.complete_push_job(&job).await {
+                tracing::warn!(%err, "cannot finish the job of a deleted message");
+            }
+            return;
+        }
         let devices = match self
             .store
             .devices_of(std::slice::from_ref(&job.user_id))

@@ -104,6 +104,8 @@ pub fn body(message: &MessageView, max_chars: usize) -> String {
     match message.kind {
         MessageKind::Media => "Photo".to_string(),
         MessageKind::Text | MessageKind::System => truncate(message.body.trim(), max_chars),
+        // Never pushed (the worker drops such a job); said plainly if it were.
+        MessageKind::Deleted => "Message deleted".to_string(),
     }
 }
 

@@ -94,7 +94,7 @@ impl AdminConfig {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Admin {
-    safety: Safety,
+    pub(super) safety: Safety,
     operators: std::sync::Arc<Vec<OperatorConfig>>,
 }
 
@@ -155,15 +155,27 @@ impl Admin {
             .route("/admin/bans/{user_id}", axum::routing::delete(unban))
             .route("/admin/audit", get(audit_log))
             .route(
+                "/admin/users/{user_id}/export",
+                get(super::data_rights::export),
+            )
+            .route(
+                "/admin/users/{user_id}/erase",
+                post(super::data_rights::erase),
+            )
+            .route(
                 "/admin/conversations/{conversation_id}/messages",
                 post(system_message),
+            )
+            .route(
+                "/admin/conversations/{conversation_id}/messages/{seq}/delete",
+                post(delete_message),
             )
             .with_state(self)
     }
 
     /// The operator named by the request's bearer secret. Every configured
     /// secret is compared (in constant time), whichever matches.
-    fn operator(&self, headers: &HeaderMap) -> Result<String, AdminError> {
+    pub(super) fn operator(&self, headers: &HeaderMap) -> Result<String, AdminError> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -185,7 +197,9 @@ impl Admin {
         })
     }
 
-    fn audit(operator: &str, action: &str, target: &str, detail: Value) -> AuditEntry {
+    /// An audit entry of `operator` doing `action` to `target`, now (and
+    /// counted and logged).
+    pub(super) fn audit(operator: &str, action: &str, target: &str, detail: Value) -> AuditEntry {
         metrics::counter!("turbochat_admin_actions_total", "action" => action.to_string())
             .increment(1);
         tracing::info!(%operator, %action, %target, "admin action");
@@ -200,7 +214,7 @@ impl Admin {
     }
 }
 
-fn check_text(field: &str, text: &str) -> Result<(), AdminError> {
+pub(super) fn check_text(field: &str, text: &str) -> Result<(), AdminError> {
     if text.trim().is_empty() || text.chars().count() > MAX_TEXT_CHARS || text.contains('\0') {
         return Err(Refusal::invalid(format!(
             "{field} must be 1 to {MAX_TEXT_CHARS} characters without NUL"
@@ -220,7 +234,7 @@ fn page(limit: Option<u32>, default: u32) -> Result<u32, AdminError> {
 
 /// A report as the admin API shows it.
 #[derive(Debug, Serialize)]
-struct ReportView {
+pub(super) struct ReportView {
     report_id: i64,
     reporter_id: String,
     reported_user_id: String,
@@ -465,6 +479,40 @@ async fn system_message(
         .post_system(conversation, client_msg_id, body.body)
         .await?;
     Ok(Json(ack))
+}
+
+/// `POST /admin/conversations/{id}/messages/{seq}/delete` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    reason: String,
+}
+
+/// `POST /admin/conversations/{id}/messages/{seq}/delete`: replaces the
+/// message by its tombstone at the conversation's owner (every live session
+/// is told, pending pushes are dropped), audited in the same transaction.
+/// Idempotent: a second call answers `"already": true` and audits nothing.
+async fn delete_message(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path((conversation, seq)): Path<(uuid::Uuid, u64)>,
+    body: Result<Json<DeleteBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let operator = admin.operator(&headers)?;
+    let Json(body) = body.map_err(|e| Refusal::invalid(e.body_text()))?;
+    check_text("reason", &body.reason)?;
+    let answer = admin
+        .safety
+        .delete_message(
+            conversation,
+            seq,
+            super::Deleter::Operator {
+                name: operator,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    Ok(Json(answer))
 }
 
 /// `GET /admin/audit` query.

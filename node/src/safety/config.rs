@@ -1,4 +1,5 @@
-//! `[safety]`: how the node keeps block lists.
+//! `[safety]`: how the node keeps block lists and the ban list, and how
+//! long a sender may unsend.
 
 use std::time::Duration;
 
@@ -19,6 +20,21 @@ pub struct SafetyConfig {
     /// lets a banned user act.
     #[serde(default = "default_ban_refresh", with = "humantime_serde")]
     pub ban_refresh: Duration,
+    /// How long after sending a sender may unsend a message
+    /// (`DELETE /conversations/{id}/messages/{seq}`); `0s` turns unsending
+    /// off. Operators delete at any time.
+    #[serde(default = "default_unsend_window", with = "humantime_serde")]
+    pub unsend_window: Duration,
+    /// Messages older than this are emptied into tombstones by a
+    /// background job (rows and seqs stay); `0s`, the default: kept.
+    #[serde(default, with = "humantime_serde")]
+    pub message_retention: Duration,
+    /// How often the retention job runs.
+    #[serde(default = "default_retention_interval", with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Most messages one retention transaction empties.
+    #[serde(default = "default_retention_batch")]
+    pub retention_batch: u32,
 }
 
 impl Default for SafetyConfig {
@@ -26,8 +42,24 @@ impl Default for SafetyConfig {
         SafetyConfig {
             block_cache_ttl: default_ttl(),
             ban_refresh: default_ban_refresh(),
+            unsend_window: default_unsend_window(),
+            message_retention: Duration::ZERO,
+            retention_interval: default_retention_interval(),
+            retention_batch: default_retention_batch(),
         }
     }
+}
+
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_retention_batch() -> u32 {
+    500
+}
+
+fn default_unsend_window() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_ban_refresh() -> Duration {

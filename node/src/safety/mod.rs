@@ -25,10 +25,15 @@ pub mod admin;
 pub mod bans;
 pub mod blocks;
 pub mod config;
+mod data_rights;
+pub mod hook;
+mod membership;
 pub mod moderation;
 mod reports;
+pub mod retention;
 pub mod service;
 pub mod system;
+mod tombstones;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,6 +59,8 @@ use crate::owner::SendCommand;
 use crate::refusal::Refusal;
 
 pub use self::config::SafetyConfig;
+pub use self::membership::MembershipChange;
+pub use self::tombstones::Deleter;
 
 /// How long a change waits for the other nodes to acknowledge its notice.
 const NOTICE_PATIENCE: Duration = Duration::from_secs(2);
@@ -93,12 +100,18 @@ struct Inner {
     blocks: BlockCache,
     bans: BanList,
     ban_refresh: Duration,
+    /// How long a sender may unsend (`safety.unsend_window`).
+    unsend_window: Duration,
     facts: DashMap<ConversationId, Facts>,
     moderator: Moderator,
+    /// The moderation hook, if configured.
+    hook: Option<hook::Hook>,
     ring: Option<RingView>,
     peers: Peers,
     /// Set once the owners exist (they hold this handle).
     system: std::sync::OnceLock<system::SystemPost>,
+    /// Set once the user events exist (they hold this handle).
+    events: std::sync::OnceLock<crate::user_events::UserEvents>,
     tasks: TaskTracker,
 }
 
@@ -134,11 +147,14 @@ impl Safety {
                 blocks: BlockCache::new(config.block_cache_ttl),
                 bans: BanList::default(),
                 ban_refresh: config.ban_refresh,
+                unsend_window: config.unsend_window,
                 facts: DashMap::new(),
                 moderator,
+                hook: moderation.hook.as_ref().map(hook::Hook::new),
                 ring,
                 peers,
                 system: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
                 tasks,
             }),
         })
@@ -179,6 +195,33 @@ impl Safety {
         if let Some(masked) = body {
             metrics::counter!("turbochat_moderation_masked_total").increment(1);
             send.body = masked;
+        }
+        if let Some(hook) = &self.inner.hook {
+            let verdict = hook
+                .screen(&hook::HookRequest {
+                    conversation_id: conversation,
+                    sender_id: &send.user_id,
+                    client_msg_id: &send.client_msg_id,
+                    kind: send.kind.as_str(),
+                    body: &send.body,
+                })
+                .await;
+            match verdict {
+                hook::HookVerdict::Allow => {}
+                hook::HookVerdict::Mask(body) => {
+                    metrics::counter!("turbochat_moderation_masked_total").increment(1);
+                    send.body = body;
+                }
+                hook::HookVerdict::Refuse(message) => {
+                    tracing::info!(user_id = %send.user_id, "moderation hook refused a message");
+                    return Err(Refusal::new(ErrorCode::ContentRefused, message));
+                }
+                hook::HookVerdict::Unavailable => {
+                    return Err(Refusal::unavailable(
+                        "the message could not be checked; retry",
+                    ));
+                }
+            }
         }
         if !flagged.is_empty() {
             self.flag(conversation, send, flagged);
@@ -363,6 +406,11 @@ impl Safety {
         }
     }
 
+    /// Gives safety the way to tell users of a conversation they joined.
+    pub fn set_user_events(&self, events: crate::user_events::UserEvents) {
+        let _ = self.inner.events.set(events);
+    }
+
     /// Gives safety the way to post system messages at this node's owners.
     pub fn set_system_post(&self, post: system::SystemPost) {
         let _ = self.inner.system.set(post);
@@ -376,13 +424,7 @@ impl Safety {
         client_msg_id: String,
         body: String,
     ) -> Result<serde_json::Value, Refusal> {
-        let owner = self.inner.ring.as_ref().and_then(|ring| {
-            ring.current()
-                .owner_of(&conversation)
-                .filter(|node| node.id != self.inner.me)
-                .map(|node| node.grpc.clone())
-        });
-        match owner {
+        match self.remote_owner(conversation) {
             None => {
                 let ack = self
                     .post_system_here(conversation, client_msg_id, body)
@@ -407,6 +449,17 @@ impl Safety {
                     .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
             }
         }
+    }
+
+    /// The gRPC address of the conversation's owner when it is another
+    /// node (`None`: this node, or no gossip).
+    fn remote_owner(&self, conversation: ConversationId) -> Option<String> {
+        self.inner.ring.as_ref().and_then(|ring| {
+            ring.current()
+                .owner_of(&conversation)
+                .filter(|node| node.id != self.inner.me)
+                .map(|node| node.grpc.clone())
+        })
     }
 
     /// Stores a system message in a conversation owned here.

@@ -80,6 +80,9 @@ pub struct ModerationConfig {
     /// The rules.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The HTTP hook asked after the rules (none by default).
+    #[serde(default)]
+    pub hook: Option<super::hook::HookConfig>,
 }
 
 /// A rule that cannot be used (names its index and why).
@@ -273,7 +276,7 @@ mod tests {
     }
 
     fn moderator(rules: Vec<RuleConfig>) -> Moderator {
-        Moderator::new(&ModerationConfig { rules }).expect("rules compile")
+        Moderator::new(&ModerationConfig { rules, hook: None }).expect("rules compile")
     }
 
     fn refused(m: &Moderator, text: &str) -> bool {
@@ -392,17 +395,23 @@ mod tests {
         bad.pattern = Some("(".into());
         let err = Moderator::new(&ModerationConfig {
             rules: vec![rule("ok", Detect::Phone, Action::Flag), bad],
+            hook: None,
         })
         .unwrap_err();
         assert_eq!(err.index, 1);
         assert!(err.reason.contains("does not compile"), "{err}");
         let empty_words = rule("w", Detect::Words, Action::Flag);
         assert!(Moderator::new(&ModerationConfig {
-            rules: vec![empty_words]
+            rules: vec![empty_words],
+            hook: None,
         })
         .is_err());
         let mut stray = rule("p", Detect::Phone, Action::Refuse);
         stray.mask = Some("x".into());
-        assert!(Moderator::new(&ModerationConfig { rules: vec![stray] }).is_err());
+        assert!(Moderator::new(&ModerationConfig {
+            rules: vec![stray],
+            hook: None,
+        })
+        .is_err());
     }
 }

@@ -9,7 +9,8 @@ use turbochat_protocol::ids::valid_user_id;
 use turbochat_protocol::safety::safety_server;
 use turbochat_protocol::safety::{
     BansChangedRequest, BansReply, BansRequest, BlockRequest, BlocksChangedRequest,
-    ListBlocksRequest, ReportRequest, SafetyReply, SystemMessageRequest,
+    DeleteMessageRequest, ListBlocksRequest, MembershipRequest, ParticipantsChangedRequest,
+    ReportRequest, SafetyReply, SystemMessageRequest,
 };
 use turbochat_protocol::ErrorCode;
 use uuid::Uuid;
@@ -153,6 +154,44 @@ impl safety_server::Safety for Safety {
             .post_system_here(conversation, req.client_msg_id, req.body)
             .await?;
         reply(&ack)
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<DeleteMessageRequest>,
+    ) -> Result<Response<SafetyReply>, Status> {
+        let req = request.into_inner();
+        let conversation = Uuid::parse_str(&req.conversation_id)
+            .map_err(|_| Refusal::invalid("conversation_id is not a UUID"))?;
+        let deleter = super::Deleter::from_request(&req)?;
+        let answer = self
+            .delete_message_here(conversation, req.seq, deleter)
+            .await?;
+        reply(&answer)
+    }
+
+    async fn membership(
+        &self,
+        request: Request<MembershipRequest>,
+    ) -> Result<Response<SafetyReply>, Status> {
+        let req = request.into_inner();
+        let conversation = Uuid::parse_str(&req.conversation_id)
+            .map_err(|_| Refusal::invalid("conversation_id is not a UUID"))?;
+        let change = super::MembershipChange::from_request(&req)?;
+        let answer = self
+            .change_membership(conversation, &req.user_id, change)
+            .await?;
+        reply(&answer)
+    }
+
+    async fn participants_changed(
+        &self,
+        request: Request<ParticipantsChangedRequest>,
+    ) -> Result<Response<SafetyReply>, Status> {
+        let conversation = Uuid::parse_str(&request.into_inner().conversation_id)
+            .map_err(|_| Refusal::invalid("conversation_id is not a UUID"))?;
+        self.tell_owner(conversation, crate::owner::Command::Refresh);
+        reply(&serde_json::json!({}))
     }
 
     async fn report(

@@ -64,6 +64,11 @@ impl SystemPost {
         post
     }
 
+    /// This node's conversation owners.
+    pub(crate) fn owners(&self) -> &Owners {
+        &self.owners
+    }
+
     /// Stores `body` as a system message in `conversation` (owned here),
     /// idempotent by `client_msg_id`. Returns the `ack` frame.
     pub async fn post(

@@ -23,6 +23,7 @@ use crate::auth::Authenticated;
 use crate::App;
 
 pub mod devices;
+pub mod membership;
 pub mod safety;
 
 /// An HTTP error answer: a stable code (its status comes from

@@ -1,7 +1,8 @@
 //! Blocks and reports: `POST /blocks`, `GET /blocks`, `DELETE
 //! /blocks/{user_id}` (answered by the caller's home node, which keeps the
 //! block lists and tells every node when one changes) and `POST /reports`
-//! (answered by the conversation's owner, which copies the evidence).
+//! (answered by the conversation's owner, which copies the evidence);
+//! `DELETE /conversations/{id}/messages/{seq}` (unsend, at the owner).
 //!
 //! These calls go over the node's `Safety` gRPC service on a channel of
 //! their own per node (`proto/safety.proto`), beside the data-path link.
@@ -18,7 +19,9 @@ use serde::Deserialize;
 use tonic::transport::{Channel, Endpoint};
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::safety::safety_client::SafetyClient;
-use turbochat_protocol::safety::{BlockRequest, ListBlocksRequest, ReportRequest};
+use turbochat_protocol::safety::{
+    BlockRequest, DeleteMessageRequest, ListBlocksRequest, ReportRequest,
+};
 
 use super::{json, traced, ApiError};
 use crate::auth::Authenticated;
@@ -58,7 +61,7 @@ pub(crate) fn client_for(
     app.inner.safety.client(&node)
 }
 
-/// Refuses a block, unblock or report beyond the user's rate.
+/// Refuses a block, unblock, report or unsend beyond the user's rate.
 fn check_rate(app: &App, user: &str) -> Result<(), ApiError> {
     if let Err(not_until) = app.inner.users.safety.check_key(&user.to_string()) {
         metrics::counter!("turbochat_safety_rate_limited_total").increment(1);
@@ -164,6 +167,31 @@ pub async fn report(
             target_id: body.user_id,
             reason: body.reason,
             note: body.note,
+        }))
+        .await?;
+    Ok(json(reply.into_inner().json))
+}
+
+/// `DELETE /conversations/{conversation_id}/messages/{seq}`: the caller
+/// unsends their own message (within the node's `safety.unsend_window`).
+/// The conversation's owner replaces it by its tombstone and tells every
+/// live session (`message_deleted`). Idempotent. Answers
+/// `{"conversation_id", "seq", "message_id", "deleted_by", "already"}`.
+pub async fn unsend(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    path: Result<Path<(ConversationId, Seq)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((conversation, seq)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_rate(&app, &claims.sub)?;
+    let reply = client_for(&app, app.inner.links.owner(&conversation))?
+        .delete_message(traced(DeleteMessageRequest {
+            conversation_id: conversation.to_string(),
+            seq,
+            user_id: claims.sub,
+            operator: String::new(),
+            reason: String::new(),
+            erasure: false,
         }))
         .await?;
     Ok(json(reply.into_inner().json))

@@ -24,10 +24,14 @@ use uuid::Uuid;
 
 use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
+mod membership;
+mod retention;
 mod rows;
 mod safety;
 mod statements;
 mod store;
+mod tombstones;
+mod user_data;
 
 pub(crate) use statements::{claimed_job_columns, upsert_device};
 
@@ -525,6 +529,87 @@ macro_rules! impl_store_via_sql {
                 audit: &$crate::safety::AuditEntry,
             ) -> Result<(), $crate::StoreError> {
                 self.sql.record_audit(audit).await
+            }
+
+            async fn message(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                seq: turbochat_protocol::ids::Seq,
+            ) -> Result<Option<turbochat_protocol::http::MessageView>, $crate::StoreError> {
+                self.sql.message(id, seq).await
+            }
+
+            async fn tombstone_message(
+                &self,
+                tombstone: &$crate::safety::Tombstone,
+                audit: Option<&$crate::safety::AuditEntry>,
+            ) -> Result<$crate::safety::Tombstoned, $crate::StoreError> {
+                self.sql.tombstone_message(tombstone, audit).await
+            }
+
+            async fn add_member(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+                at: i64,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.add_member(id, user, at).await
+            }
+
+            async fn remove_member(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.remove_member(id, user).await
+            }
+
+            async fn set_archived(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+                archived: bool,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.set_archived(id, user, archived).await
+            }
+
+            async fn purge_messages(
+                &self,
+                before: i64,
+                limit: u32,
+                now: i64,
+            ) -> Result<u64, $crate::StoreError> {
+                self.sql.purge_messages(before, limit, now).await
+            }
+
+            async fn participations_of(
+                &self,
+                user: &str,
+            ) -> Result<Vec<$crate::safety::Participation>, $crate::StoreError> {
+                self.sql.participations_of(user).await
+            }
+
+            async fn messages_of(
+                &self,
+                user: &str,
+            ) -> Result<Vec<turbochat_protocol::http::MessageView>, $crate::StoreError> {
+                self.sql.messages_of(user).await
+            }
+
+            async fn reports_involving(
+                &self,
+                user: &str,
+            ) -> Result<Vec<$crate::safety::Report>, $crate::StoreError> {
+                self.sql.reports_involving(user).await
+            }
+
+            async fn erase_user(
+                &self,
+                user: &str,
+                anonymous: &str,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<$crate::safety::Erased, $crate::StoreError> {
+                self.sql.erase_user(user, anonymous, audit).await
             }
 
             async fn audit_log(

@@ -19,6 +19,8 @@ pub(crate) struct MessageRow {
     pub(super) body: String,
     pub(super) media_key: Option<String>,
     pub(super) created_at: i64,
+    /// Set on a tombstone: the message reads back as kind `deleted`.
+    pub(super) deleted_at: Option<i64>,
 }
 
 impl TryFrom<MessageRow> for MessageView {
@@ -31,7 +33,10 @@ impl TryFrom<MessageRow> for MessageView {
             message_id: row.id.0,
             sender_id: row.sender_id,
             client_msg_id: row.client_msg_id,
-            kind: parse_message_kind(&row.kind)?,
+            kind: match row.deleted_at {
+                Some(_) => MessageKind::Deleted,
+                None => parse_message_kind(&row.kind)?,
+            },
             body: row.body,
             media_key: row.media_key,
             created_at: row.created_at,
@@ -102,6 +107,7 @@ pub(crate) struct ConversationListRow {
     pub(super) lm_body: Option<String>,
     pub(super) lm_media_key: Option<String>,
     pub(super) lm_created_at: Option<i64>,
+    pub(super) lm_deleted_at: Option<i64>,
 }
 
 impl ConversationListRow {
@@ -121,6 +127,7 @@ impl ConversationListRow {
             body: self.lm_body.take().ok_or_else(missing)?,
             media_key: self.lm_media_key.take(),
             created_at: self.lm_created_at.ok_or_else(missing)?,
+            deleted_at: self.lm_deleted_at,
         }))
     }
 }

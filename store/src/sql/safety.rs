@@ -35,7 +35,7 @@ const INSERT_BAN: &str = "INSERT INTO user_bans (user_id, reason, banned_by, cre
 const DELETE_BAN: &str = "DELETE FROM user_bans WHERE user_id = $1";
 const SELECT_BANS: &str =
     "SELECT user_id, reason, banned_by, created_at FROM user_bans ORDER BY created_at, user_id";
-const INSERT_AUDIT: &str =
+pub(super) const INSERT_AUDIT: &str =
     "INSERT INTO admin_audit (operator, action, target, detail, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 const SELECT_AUDIT: &str = "SELECT id, operator, action, target, detail, created_at \

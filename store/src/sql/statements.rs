@@ -10,6 +10,15 @@ macro_rules! message_columns {
 }
 pub(crate) use message_columns;
 
+/// What a read of messages selects: the inserted columns and whether the
+/// message is a tombstone (see [`super::rows::MessageRow`]).
+macro_rules! stored_message_columns {
+    () => {
+        concat!($crate::sql::statements::message_columns!(), ", deleted_at")
+    };
+}
+pub(crate) use stored_message_columns;
+
 pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
@@ -24,19 +33,19 @@ pub(super) const INSERT_OUTBOX: &str = "INSERT INTO push_outbox \
 
 pub(super) const SELECT_BY_CLIENT_MSG_ID: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
 );
 
 pub(super) const SELECT_AFTER: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
 );
 
 pub(super) const SELECT_BEFORE: &str = concat!(
     "SELECT ",
-    message_columns!(),
+    stored_message_columns!(),
     " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
 );
 
@@ -65,7 +74,8 @@ pub(super) const SELECT_PARTICIPANTS: &str = concat!(
 );
 
 /// The user's conversations by last activity (last message, else creation),
-/// with the last message and the capped unread count.
+/// with the last message and the capped unread count; not those the user
+/// archived, unless a newer message came since.
 pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listing_id, c.title, c.created_at, \
          p.last_read_seq, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM messages u \
@@ -73,12 +83,14 @@ pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listin
              LIMIT $3) AS unread) AS unread_count, \
          lm.id AS lm_id, lm.seq AS lm_seq, lm.sender_id AS lm_sender_id, \
          lm.client_msg_id AS lm_client_msg_id, lm.kind AS lm_kind, lm.body AS lm_body, \
-         lm.media_key AS lm_media_key, lm.created_at AS lm_created_at \
+         lm.media_key AS lm_media_key, lm.created_at AS lm_created_at, \
+         lm.deleted_at AS lm_deleted_at \
      FROM conversation_participants p \
      JOIN conversations c ON c.id = p.conversation_id \
      LEFT JOIN messages lm ON lm.conversation_id = c.id \
          AND lm.seq = (SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id) \
      WHERE p.user_id = $1 \
+         AND (p.archived_seq IS NULL OR COALESCE(lm.seq, 0) > p.archived_seq) \
      ORDER BY COALESCE(lm.created_at, c.created_at) DESC, c.id DESC \
      LIMIT $2";
 

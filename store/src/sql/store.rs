@@ -565,7 +565,11 @@ where
         let ids: Vec<DbUuid> = rows.iter().map(|row| row.message_id).collect();
         let messages: Vec<MessageRow> = self
             .select_in(
-                concat!("SELECT ", message_columns!(), " FROM messages WHERE id IN"),
+                concat!(
+                    "SELECT ",
+                    stored_message_columns!(),
+                    " FROM messages WHERE id IN"
+                ),
                 "",
                 &ids,
             )

@@ -280,6 +280,8 @@ impl Owner<'_> {
                 }
                 Command::Unsubscribe { .. }
                 | Command::Refresh
+                | Command::Tombstoned { .. }
+                | Command::Expire { .. }
                 | Command::Release
                 | Command::CatchUp
                 | Command::Poll => {}
@@ -340,6 +342,12 @@ impl Owner<'_> {
                 active,
             } => self.typing(state, link, session_id, user_id, active),
             Command::Release => {}
+            Command::Expire { before } => self.expire(state, before),
+            Command::Tombstoned {
+                message,
+                deleted_by,
+                deleted_at,
+            } => self.tombstoned(state, message, deleted_by, deleted_at),
             Command::Poll => {
                 if !state.writing && !state.links.is_empty() {
                     if let Err(err) = self.catch_up(state).await {
@@ -363,6 +371,7 @@ impl Owner<'_> {
                         .into_iter()
                         .map(|p| (p.user_id.clone(), p))
                         .collect();
+                    self.drop_non_participants(state);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(%err, "cannot refresh participants"),

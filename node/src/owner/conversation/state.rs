@@ -23,7 +23,9 @@ pub(super) struct LinkSubscribers {
 pub(super) struct State {
     pub(super) participants: HashMap<UserId, Participant>,
     pub(super) committed: Seq,
-    pub(super) recent: VecDeque<(Seq, Bytes)>,
+    /// The newest committed messages as sent (seq, created_at, frame), for
+    /// replays from memory.
+    pub(super) recent: VecDeque<(Seq, i64, Bytes)>,
     pub(super) links: HashMap<u64, LinkSubscribers>,
     pub(super) queued: Vec<SendCommand>,
     /// Whether a batch of ours is being written (its seqs are then in the

@@ -56,7 +56,9 @@ impl Owner<'_> {
                 payload.clone(),
             );
         }
-        state.recent.push_back((message.seq, payload));
+        state
+            .recent
+            .push_back((message.seq, message.created_at, payload));
         while state.recent.len() > self.owners.config().recent_messages {
             state.recent.pop_front();
         }
@@ -135,7 +137,7 @@ impl Owner<'_> {
         let end = state.committed;
         let max_replay = self.owners.config().max_replay;
         let mut cursor = since.max(end.saturating_sub(max_replay));
-        let first_recent = state.recent.front().map(|(seq, _)| *seq);
+        let first_recent = state.recent.front().map(|(seq, _, _)| *seq);
         let from_store_until = match first_recent {
             Some(first) => first.saturating_sub(1).min(end),
             None => end,
@@ -161,7 +163,7 @@ impl Owner<'_> {
                 }
             }
         }
-        for (seq, payload) in &state.recent {
+        for (seq, _, payload) in &state.recent {
             if *seq > cursor && *seq <= end {
                 cursor = *seq;
                 if self
@@ -193,6 +195,71 @@ impl Owner<'_> {
             REPLAY_PATIENCE,
         )
         .await
+    }
+
+    /// Retention emptied the messages created before `before` (unix ms) in
+    /// the store: replays take them from there, not from memory.
+    pub(super) fn expire(&self, state: &mut State, before: i64) {
+        while state
+            .recent
+            .front()
+            .is_some_and(|(_, created_at, _)| *created_at < before)
+        {
+            state.recent.pop_front();
+        }
+    }
+
+    /// Ends the subscriptions of users who no longer participate (they left
+    /// or were removed): each session is answered `not_found` for the
+    /// conversation and gets nothing more from it. Their typing ends.
+    pub(super) fn drop_non_participants(&self, state: &mut State) {
+        let refusal = Refusal::no_conversation();
+        let mut gone_typists = Vec::new();
+        for subs in state.links.values_mut() {
+            let participants = &state.participants;
+            subs.sessions.retain(|session, user| {
+                if participants.contains_key(user) {
+                    return true;
+                }
+                subs.link.refuse(*session, self.id, &refusal, None);
+                false
+            });
+        }
+        state.links.retain(|_, subs| !subs.sessions.is_empty());
+        for user in state.typing.keys() {
+            if !state.participants.contains_key(user) {
+                gone_typists.push(user.clone());
+            }
+        }
+        for user in gone_typists {
+            state.typing.remove(&user);
+            self.announce_typing(state, &user, false);
+        }
+    }
+
+    /// A message became a tombstone in the store: replays from memory show
+    /// the tombstone from now on, and every subscribed session is told.
+    /// Replays from the store read it there already.
+    pub(super) fn tombstoned(
+        &self,
+        state: &mut State,
+        message: MessageView,
+        deleted_by: turbochat_protocol::DeletedBy,
+        deleted_at: i64,
+    ) {
+        if let Some((_, _, payload)) = state.recent.iter_mut().find(|(s, _, _)| *s == message.seq) {
+            *payload = Bytes::from(ServerFrame::Message(message.clone()).to_json());
+        }
+        let frame = ServerFrame::MessageDeleted {
+            conversation_id: self.id,
+            seq: message.seq,
+            message_id: message.message_id,
+            deleted_by,
+            deleted_at,
+        };
+        metrics::counter!("turbochat_messages_deleted_total", "by" => deleted_by.as_str())
+            .increment(1);
+        self.broadcast(state, &frame, None);
     }
 
     /// Sends an event to every subscribed session, except those of `skip_user`.

@@ -4,6 +4,8 @@
 //! 3 timed out waiting for an ack (the message stays in the disk queue and
 //! is sent by the next run with the same data directory).
 
+mod safety;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -155,6 +157,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
+    /// Block, report, unsend.
+    #[command(flatten)]
+    Safety(safety::SafetyCommand),
     /// Print events as JSON lines until interrupted. With no conversation,
     /// every conversation of the user (and new ones as they appear).
     Tail {
@@ -297,6 +302,7 @@ async fn run(cli: Cli) -> Result<()> {
     let api = || Api::new(&cli.url, identity.auth.clone(), Duration::from_secs(15));
     match &cli.command {
         Command::MintToken { .. } => unreachable!("handled above"),
+        Command::Safety(command) => safety::run(api(), command).await?,
         Command::Conversations { limit, json } => {
             for conversation in api().conversations(*limit).await? {
                 if *json {
@@ -609,6 +615,14 @@ fn describe_message(m: &MessageView) -> String {
         .as_ref()
         .map(|k| format!(" [media {k}]"))
         .unwrap_or_default();
+    if m.kind == turbochat_client::MessageKind::Deleted {
+        return format!(
+            "#{} {} {}: (deleted)",
+            m.seq,
+            humantime::format_rfc3339_seconds(at),
+            m.sender_id
+        );
+    }
     format!(
         "#{} {} {}: {}{}",
         m.seq,
