@@ -14,8 +14,8 @@
 //! is stored).
 //!
 //! The call runs on the conversation's owner task, before the send may
-//! join a batch: it delays the sends of that conversation (one at a time),
-//! never those of others.
+//! join a batch: that conversation's commands wait for it (its sends go
+//! one call at a time), never those of other conversations.
 
 use std::time::{Duration, Instant};
 
