@@ -51,7 +51,16 @@ fn smoke_produces_figures_with_nothing_lost() {
         .iter()
         .filter_map(|s| s["system"].as_str())
         .collect();
-    assert_eq!(names, ["floor", "socketio", "seedgo", "turbochat-1n1r"]);
+    assert_eq!(
+        names,
+        [
+            "floor",
+            "socketio",
+            "seedgo",
+            "turbochat-1c",
+            "turbochat-1n1r"
+        ]
+    );
     for system in systems {
         let name = &system["system"];
         let phase = &system["phases"][0];
