@@ -86,6 +86,77 @@ pub struct ConversationView {
     /// The newest message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<MessageView>,
+    /// What the conversation is about, as the operator set it (never from
+    /// a participant's say-so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Box<ListingCard>>,
+}
+
+/// A listing's card on a conversation: set through the admin API by the
+/// operator (e.g. the car app's backend), shown by clients in the list and
+/// the chat header.
+/// Clients read it leniently (a later server may add fields); the admin
+/// API that sets it refuses unknown fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingCard {
+    /// E.g. "Audi A4 Avant 2.0 TDI, 2019". 1 to 200 characters.
+    pub title: String,
+    /// Asking price, if shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+    /// An `https://` URL of the listing's photo, at most 2,048 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo_url: Option<String>,
+}
+
+/// An amount of money in minor units (cents) of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    /// Minor units, 0 or more: 1890000 with "EUR" is €18,900.00.
+    pub amount_minor: i64,
+    /// Three upper-case letters, e.g. "EUR".
+    pub currency: String,
+}
+
+/// Longest listing title, in characters.
+pub const MAX_LISTING_TITLE_CHARS: usize = 200;
+/// Longest listing photo URL, in bytes.
+pub const MAX_LISTING_PHOTO_URL_BYTES: usize = 2048;
+
+impl ListingCard {
+    /// Why the card cannot be stored, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let title_chars = self.title.chars().count();
+        if !(1..=MAX_LISTING_TITLE_CHARS).contains(&title_chars) {
+            return Err(format!(
+                "listing title must be 1 to {MAX_LISTING_TITLE_CHARS} characters"
+            ));
+        }
+        if self.title.chars().any(char::is_control) {
+            return Err("listing title may not hold control characters".into());
+        }
+        if let Some(price) = &self.price {
+            if price.amount_minor < 0 {
+                return Err("price amount_minor must be 0 or more".into());
+            }
+            if price.currency.len() != 3 || !price.currency.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                return Err("price currency must be three upper-case letters (ISO 4217)".into());
+            }
+        }
+        if let Some(url) = &self.photo_url {
+            if url.len() > MAX_LISTING_PHOTO_URL_BYTES
+                || !url.starts_with("https://")
+                || url.len() == "https://".len()
+                || url.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(format!(
+                    "photo_url must be an https:// URL of at most {MAX_LISTING_PHOTO_URL_BYTES} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `POST /conversations` body.
@@ -138,4 +209,80 @@ pub struct ErrorBody {
     /// For `rate_limited`: when to retry (also in the `Retry-After` header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ListingCard {
+        ListingCard {
+            title: "Audi A4 Avant, 2019".into(),
+            price: Some(Price {
+                amount_minor: 1_890_000,
+                currency: "EUR".into(),
+            }),
+            photo_url: Some("https://img.turbocar.example/1.jpg".into()),
+        }
+    }
+
+    #[test]
+    fn a_listing_card_is_checked_field_by_field() {
+        assert_eq!(card().check(), Ok(()));
+        let bad = [
+            ListingCard {
+                title: String::new(),
+                ..card()
+            },
+            ListingCard {
+                title: "x".repeat(MAX_LISTING_TITLE_CHARS + 1),
+                ..card()
+            },
+            ListingCard {
+                title: "Audi\u{0}".into(),
+                ..card()
+            },
+            ListingCard {
+                price: Some(Price {
+                    amount_minor: -1,
+                    currency: "EUR".into(),
+                }),
+                ..card()
+            },
+            ListingCard {
+                price: Some(Price {
+                    amount_minor: 1,
+                    currency: "eur".into(),
+                }),
+                ..card()
+            },
+            ListingCard {
+                photo_url: Some("http://img.example/1.jpg".into()),
+                ..card()
+            },
+            ListingCard {
+                photo_url: Some("javascript:alert(1)".into()),
+                ..card()
+            },
+            ListingCard {
+                photo_url: Some(format!(
+                    "https://{}",
+                    "a".repeat(MAX_LISTING_PHOTO_URL_BYTES)
+                )),
+                ..card()
+            },
+        ];
+        for card in bad {
+            assert!(card.check().is_err(), "{card:?}");
+        }
+        let minimal = ListingCard {
+            title: "Golf".into(),
+            price: None,
+            photo_url: None,
+        };
+        assert_eq!(minimal.check(), Ok(()));
+        let later: ListingCard =
+            serde_json::from_str(r#"{"title":"x","mileage_km":42000}"#).unwrap();
+        assert_eq!(later.title, "x", "a client reads a later server's card");
+    }
 }

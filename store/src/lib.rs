@@ -185,6 +185,8 @@ pub struct ConversationState {
     pub listing_id: Option<String>,
     /// Group title.
     pub title: Option<String>,
+    /// The listing's card, as the operator set it.
+    pub listing: Option<turbochat_protocol::http::ListingCard>,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Participants.
@@ -439,6 +441,16 @@ pub trait Store: Send + Sync + 'static {
     /// Bans a user (idempotent: a second ban keeps the first) and writes
     /// `audit` in the same transaction. Returns whether the ban is new.
     async fn ban(&self, ban: &Ban, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Sets (or, with `None`, clears) a conversation's listing card and
+    /// writes `audit` in the same transaction (nothing when there is no
+    /// such conversation). Returns whether the conversation exists.
+    async fn set_listing_card(
+        &self,
+        id: ConversationId,
+        card: Option<&turbochat_protocol::http::ListingCard>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
 
     /// Lifts a ban and writes `audit` in the same transaction. Returns
     /// whether there was one.

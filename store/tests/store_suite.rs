@@ -398,6 +398,7 @@ async fn create_conversation_is_idempotent(db: TestDb) {
         kind: ConversationKind::Direct,
         listing_id: Some("car-42".into()),
         title: None,
+        listing: None,
         created_at: 1_700_000_000_000,
         participants: vec![
             turbochat_store::Participant {
@@ -1984,6 +1985,14 @@ impl Store for Recorder {
     }
     async fn unban(&self, user: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
         self.inner.unban(user, audit).await
+    }
+    async fn set_listing_card(
+        &self,
+        id: ConversationId,
+        card: Option<&turbochat_protocol::http::ListingCard>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_listing_card(id, card, audit).await
     }
     async fn bans(&self) -> Result<Vec<Ban>, StoreError> {
         self.inner.bans().await

@@ -95,8 +95,9 @@ pub(super) fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)
 }
 
-/// The conversation as `user` sees it right after creation.
-pub(super) fn view_for(state: &ConversationState, user: &str) -> Option<ConversationView> {
+/// The conversation as `user` sees it right after creation (or after
+/// being added to it).
+pub(crate) fn view_for(state: &ConversationState, user: &str) -> Option<ConversationView> {
     let me = state.participants.iter().find(|p| p.user_id == user)?;
     Some(ConversationView {
         conversation_id: state.conversation_id,
@@ -113,5 +114,6 @@ pub(super) fn view_for(state: &ConversationState, user: &str) -> Option<Conversa
         last_read_seq: me.last_read_seq,
         unread_count: 0,
         last_message: None,
+        listing: state.listing.clone().map(Box::new),
     })
 }

@@ -43,7 +43,8 @@ mod bus_in;
 mod create;
 
 use self::attach::AttachReader;
-use self::create::{validate_create, view_for};
+use self::create::validate_create;
+pub(crate) use self::create::view_for;
 
 /// Frames queued per router link before the link counts as lagging and is cut.
 pub const LINK_QUEUE: usize = 16 * 1024;

@@ -170,6 +170,11 @@ impl Admin {
                 "/admin/conversations/{conversation_id}/messages/{seq}/delete",
                 post(delete_message),
             )
+            .route(
+                "/admin/conversations/{conversation_id}/listing",
+                axum::routing::put(super::listing::set_listing)
+                    .delete(super::listing::clear_listing),
+            )
             .with_state(self)
     }
 
@@ -195,6 +200,11 @@ impl Admin {
                 "an operator's bearer secret is required",
             ))
         })
+    }
+
+    /// The store the admin API reads and writes.
+    pub(super) fn store(&self) -> &dyn turbochat_store::Store {
+        self.safety.store()
     }
 
     /// An audit entry of `operator` doing `action` to `target`, now (and

@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use turbochat_protocol::http::{ConversationKind, ConversationView};
+use turbochat_protocol::http::ConversationKind;
 use turbochat_protocol::ids::{valid_user_id, ConversationId, UserId, MAX_GROUP_PARTICIPANTS};
 use turbochat_protocol::safety::{membership_request, MembershipRequest};
 use turbochat_protocol::{ErrorCode, ServerFrame};
@@ -177,27 +177,7 @@ impl Safety {
                 return;
             }
         };
-        let view = state
-            .participants
-            .iter()
-            .find(|p| p.user_id == user)
-            .map(|me| ConversationView {
-                conversation_id: state.conversation_id,
-                kind: state.kind,
-                listing_id: state.listing_id.clone(),
-                title: state.title.clone(),
-                participants: state
-                    .participants
-                    .iter()
-                    .map(|p| p.user_id.clone())
-                    .collect(),
-                created_at: state.created_at,
-                last_seq: state.last_seq,
-                last_read_seq: me.last_read_seq,
-                unread_count: 0,
-                last_message: None,
-            });
-        if let Some(view) = view {
+        if let Some(view) = crate::link::view_for(&state, user) {
             let frame = ServerFrame::Conversation { conversation: view };
             events.publish(vec![(user.to_string(), Bytes::from(frame.to_json()))]);
         }

@@ -27,6 +27,7 @@ pub mod blocks;
 pub mod config;
 mod data_rights;
 pub mod hook;
+mod listing;
 mod membership;
 pub mod moderation;
 mod reports;

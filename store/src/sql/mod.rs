@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
+mod listing;
 mod membership;
 mod retention;
 mod rows;
@@ -510,6 +511,15 @@ macro_rules! impl_store_via_sql {
                 audit: &$crate::safety::AuditEntry,
             ) -> Result<bool, $crate::StoreError> {
                 self.sql.ban(ban, audit).await
+            }
+
+            async fn set_listing_card(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                card: Option<&turbochat_protocol::http::ListingCard>,
+                audit: &$crate::safety::AuditEntry,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.set_listing_card(id, card, audit).await
             }
 
             async fn unban(

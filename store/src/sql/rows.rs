@@ -59,6 +59,7 @@ pub(crate) struct ConversationRow {
     pub(super) kind: String,
     pub(super) listing_id: Option<String>,
     pub(super) title: Option<String>,
+    pub(super) listing_card: Option<String>,
     pub(super) created_at: i64,
     pub(super) last_seq: i64,
 }
@@ -96,6 +97,7 @@ pub(crate) struct ConversationListRow {
     pub(super) kind: String,
     pub(super) listing_id: Option<String>,
     pub(super) title: Option<String>,
+    pub(super) listing_card: Option<String>,
     pub(super) created_at: i64,
     pub(super) last_read_seq: i64,
     pub(super) unread_count: i64,
@@ -173,4 +175,14 @@ pub(crate) struct ClaimedJobRow {
     pub(super) attempts: i32,
     pub(super) done_tokens: String,
     pub(super) created_at: i64,
+}
+
+/// A stored listing card (JSON), read back.
+pub(crate) fn listing_card_from_row(
+    json: Option<&str>,
+) -> Result<Option<turbochat_protocol::http::ListingCard>, StoreError> {
+    json.map(|json| {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("listing card: {e}")))
+    })
+    .transpose()
 }

@@ -54,7 +54,7 @@ pub(super) const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
      ON CONFLICT (id) DO NOTHING";
 
 pub(super) const SELECT_CONVERSATION: &str =
-    "SELECT c.id, c.kind, c.listing_id, c.title, c.created_at, \
+    "SELECT c.id, c.kind, c.listing_id, c.title, c.listing_card, c.created_at, \
      COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id), 0) AS last_seq \
      FROM conversations c WHERE c.id = $1";
 
@@ -76,7 +76,7 @@ pub(super) const SELECT_PARTICIPANTS: &str = concat!(
 /// The user's conversations by last activity (last message, else creation),
 /// with the last message and the capped unread count; not those the user
 /// archived, unless a newer message came since.
-pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listing_id, c.title, c.created_at, \
+pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listing_id, c.title, c.listing_card, c.created_at, \
          p.last_read_seq, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM messages u \
              WHERE u.conversation_id = c.id AND u.seq > p.last_read_seq AND u.sender_id <> p.user_id \
@@ -93,6 +93,10 @@ pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listin
          AND (p.archived_seq IS NULL OR COALESCE(lm.seq, 0) > p.archived_seq) \
      ORDER BY COALESCE(lm.created_at, c.created_at) DESC, c.id DESC \
      LIMIT $2";
+
+/// Sets (or, with NULL, clears) a conversation's listing card (JSON).
+pub(super) const SET_LISTING_CARD: &str =
+    "UPDATE conversations SET listing_card = $2 WHERE id = $1";
 
 pub(super) const MARK_READ: &str = "UPDATE conversation_participants SET last_read_seq = $3 \
      WHERE conversation_id = $1 AND user_id = $2 AND last_read_seq < $3";

@@ -123,6 +123,7 @@ where
             kind: parse_conversation_kind(&row.kind)?,
             listing_id: row.listing_id,
             title: row.title,
+            listing: listing_card_from_row(row.listing_card.as_deref())?,
             created_at: row.created_at,
             participants,
             last_seq: seq_from_row(row.last_seq)?,
@@ -400,6 +401,7 @@ where
                         StoreError::Corrupt(format!("unread count {}", row.unread_count))
                     })?,
                     last_message,
+                    listing: listing_card_from_row(row.listing_card.as_deref())?.map(Box::new),
                 })
             })
             .collect()
