@@ -113,21 +113,7 @@ impl Cluster {
     pub fn add_node(&mut self) -> usize {
         let id = format!("node-{}", self.next_node);
         self.next_node += 1;
-        let mut node_env = env(&[
-            ("TURBOCHAT_NODE__ID", id.clone()),
-            ("TURBOCHAT_NODE__GRPC_LISTEN", "127.0.0.1:0".into()),
-            ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
-            ("TURBOCHAT_STORE__URL", self.store.url.clone()),
-            (
-                "TURBOCHAT_PUSH__FILE__PATH",
-                self.store
-                    .dir
-                    .path()
-                    .join(format!("{id}-push.jsonl"))
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-        ]);
+        let mut node_env = self.node_env(&id, "127.0.0.1:0");
         if self.options.gossip {
             node_env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
             node_env.insert(
@@ -177,6 +163,40 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// A node's own settings: its id, listeners (HTTP on port 0), this
+    /// cluster's store and a push file of its own.
+    fn node_env(&self, id: &str, grpc_listen: &str) -> BTreeMap<String, String> {
+        env(&[
+            ("TURBOCHAT_NODE__ID", id.to_string()),
+            ("TURBOCHAT_NODE__GRPC_LISTEN", grpc_listen.to_string()),
+            ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
+            ("TURBOCHAT_STORE__URL", self.store.url.clone()),
+            (
+                "TURBOCHAT_PUSH__FILE__PATH",
+                self.store
+                    .dir
+                    .path()
+                    .join(format!("{id}-push.jsonl"))
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        ])
+    }
+
+    /// A router's own settings: its id, listeners on port 0 and this
+    /// cluster's media directory.
+    fn router_env(&self, id: &str) -> BTreeMap<String, String> {
+        env(&[
+            ("TURBOCHAT_ROUTER__ID", id.to_string()),
+            ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
+            ("TURBOCHAT_ROUTER__OPS_LISTEN", "127.0.0.1:0".into()),
+            (
+                "TURBOCHAT_MEDIA__DIR",
+                self.media_dir().to_string_lossy().into_owned(),
+            ),
+        ])
+    }
+
     /// Starts the co-located processes (`Options::colocated`): process i
     /// runs `node-i` and `router-i`. Without gossip every router names
     /// every node, on gRPC ports chosen here.
@@ -198,28 +218,8 @@ impl Cluster {
         for (i, grpc) in grpc.iter().enumerate() {
             let n = i + 1;
             let id = format!("node-{n}");
-            let mut env = env(&[
-                ("TURBOCHAT_NODE__ID", id.clone()),
-                ("TURBOCHAT_NODE__GRPC_LISTEN", grpc.clone()),
-                ("TURBOCHAT_NODE__HTTP_LISTEN", "127.0.0.1:0".into()),
-                ("TURBOCHAT_STORE__URL", self.store.url.clone()),
-                (
-                    "TURBOCHAT_PUSH__FILE__PATH",
-                    self.store
-                        .dir
-                        .path()
-                        .join(format!("{id}-push.jsonl"))
-                        .to_string_lossy()
-                        .into_owned(),
-                ),
-                ("TURBOCHAT_ROUTER__ID", format!("router-{n}")),
-                ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
-                ("TURBOCHAT_ROUTER__OPS_LISTEN", "127.0.0.1:0".into()),
-                (
-                    "TURBOCHAT_MEDIA__DIR",
-                    self.media_dir().to_string_lossy().into_owned(),
-                ),
-            ]);
+            let mut env = self.node_env(&id, grpc);
+            env.extend(self.router_env(&format!("router-{n}")));
             if self.options.gossip {
                 env.insert("TURBOCHAT_ROUTER__NODES".into(), "[]".into());
                 env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());
@@ -311,15 +311,7 @@ impl Cluster {
     /// list that goes through a proxy). Returns its index in `routers`.
     pub fn add_router_with(&mut self, index: usize, extra: BTreeMap<String, String>) -> usize {
         let id = format!("router-{index}");
-        let mut router_env = env(&[
-            ("TURBOCHAT_ROUTER__ID", id.clone()),
-            ("TURBOCHAT_ROUTER__LISTEN", "127.0.0.1:0".into()),
-            ("TURBOCHAT_ROUTER__OPS_LISTEN", "127.0.0.1:0".into()),
-            (
-                "TURBOCHAT_MEDIA__DIR",
-                self.media_dir().to_string_lossy().into_owned(),
-            ),
-        ]);
+        let mut router_env = self.router_env(&id);
         if self.options.gossip {
             router_env.insert("TURBOCHAT_ROUTER__NODES".into(), "[]".into());
             router_env.insert("TURBOCHAT_CLUSTER__ENABLED".into(), "true".into());

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod containers;
 pub mod fake_fcm;
 pub mod gossip_net;
+pub mod metrics;
 pub mod podman;
 pub mod process;
 pub mod proxy;

@@ -21,22 +21,6 @@ fn colocated(processes: usize) -> Options {
     }
 }
 
-/// The value of one counter (summed over its label sets matching `labels`)
-/// in a Prometheus text page.
-async fn counter(url: &str, name: &str, labels: &str) -> f64 {
-    let page = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    page.lines()
-        .filter(|line| line.starts_with(name) && line.contains(labels))
-        .filter(|line| line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Two users chat through one co-located process; the router's link to
 /// its own node is the in-process one; history and resume by seq work.
 async fn chat_in_one_process(store: TestStore) {
@@ -72,12 +56,12 @@ async fn chat_in_one_process(store: TestStore) {
     }
     assert_eq!(api.all_messages(&alice, &conversation).await.len(), 20);
     assert_eq!(
-        counter(&ops, "turbochat_link_connects_total", "path=\"in_process\"").await,
+        harness::metrics::sum(&ops, "turbochat_link_connects_total", "path=\"in_process\"").await,
         1.0,
         "the router attached to its own node in process"
     );
     assert_eq!(
-        counter(&ops, "turbochat_link_connects_total", "path=\"grpc\"").await,
+        harness::metrics::sum(&ops, "turbochat_link_connects_total", "path=\"grpc\"").await,
         0.0,
         "and not over gRPC"
     );
@@ -129,7 +113,7 @@ async fn two_colocated_processes_chat_across_them() {
     let committed = || async {
         let mut counts = Vec::new();
         for url in &node_metrics {
-            counts.push(counter(url, "turbochat_messages_committed_total", "").await);
+            counts.push(harness::metrics::sum(url, "turbochat_messages_committed_total", "").await);
         }
         counts
     };
@@ -167,12 +151,14 @@ async fn two_colocated_processes_chat_across_them() {
     for i in 0..2 {
         let ops = cluster.router_ops_url(i);
         assert_eq!(
-            counter(&ops, "turbochat_link_connects_total", "path=\"in_process\"").await,
+            harness::metrics::sum(&ops, "turbochat_link_connects_total", "path=\"in_process\"")
+                .await,
             1.0,
             "router {i} reaches its own node in process"
         );
         assert!(
-            counter(&ops, "turbochat_link_connects_total", "path=\"grpc\"").await >= 1.0,
+            harness::metrics::sum(&ops, "turbochat_link_connects_total", "path=\"grpc\"").await
+                >= 1.0,
             "router {i} reaches the other node over gRPC"
         );
     }

@@ -24,23 +24,6 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Sum of a metric's samples on an operator `/metrics` (0 when absent).
-async fn metric(ops_url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{ops_url}/metrics"))
-        .await
-        .expect("metrics reachable")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn send_frame(conversation: &str, id: &str, body: &str) -> Value {
     json!({"type": "send", "conversation_id": conversation, "client_msg_id": id, "body": body})
 }
@@ -191,7 +174,7 @@ async fn a_store_refusal_of_one_message_fails_only_that_one(store: TestStore) {
     assert_eq!(alices, expected, "in the order sent");
     let node_ops = format!("http://{}", cluster.nodes[0].addr("http"));
     assert!(
-        metric(&node_ops, "turbochat_batches_isolated_total").await >= 1.0,
+        harness::metrics::sum(&node_ops, "turbochat_batches_isolated_total", "").await >= 1.0,
         "the poison shared a batch with others (else this test proves nothing)"
     );
 }
@@ -449,7 +432,7 @@ async fn flood_until_slow(
     let body = "v".repeat(3_900);
     let mut i = 0u64;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&ops, "turbochat_sessions_slow_total").await < target {
+    while harness::metrics::sum(&ops, "turbochat_sessions_slow_total", "").await < target {
         assert!(
             Instant::now() < deadline,
             "no slow consumer after {i} messages"

@@ -21,19 +21,6 @@ fn send(conversation: &str, id: &str, body: &str) -> Value {
     json!({"type": "send", "conversation_id": conversation, "client_msg_id": id, "body": body})
 }
 
-async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn an_owner_that_panics_answers_its_sends_and_its_subscribers_hear_again() {
     let mut cluster = Cluster::start(TestStore::postgres().await, Options::default()).await;
@@ -95,7 +82,10 @@ async fn an_owner_that_panics_answers_its_sends_and_its_subscribers_hear_again()
     assert!(bob.take_pending("message").is_empty(), "no duplicate");
 
     let node = format!("http://{}", cluster.nodes[0].addr("http"));
-    assert_eq!(metric(&node, "turbochat_owner_panics_total").await, 1.0);
+    assert_eq!(
+        harness::metrics::sum(&node, "turbochat_owner_panics_total", "").await,
+        1.0
+    );
     let log = cluster.nodes[0].log();
     assert!(
         log.contains("ERROR") && log.contains("conversation owner panicked"),
