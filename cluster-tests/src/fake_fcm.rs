@@ -280,6 +280,26 @@ impl FakeFcm {
         path
     }
 
+    /// What a node needs to push through this fake (push on, the FCM
+    /// backend, a service account written to `dir`, polled every 50 ms).
+    pub fn node_env(&self, dir: &Path) -> std::collections::BTreeMap<String, String> {
+        let key = self.write_service_account(dir);
+        [
+            ("TURBOCHAT_OWNER__PUSH_ENABLED", "true".to_string()),
+            ("TURBOCHAT_PUSH__BACKEND", "fcm".into()),
+            (
+                "TURBOCHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                key.display().to_string(),
+            ),
+            ("TURBOCHAT_PUSH__FCM__BASE_URL", self.base_url()),
+            ("TURBOCHAT_PUSH__FCM__TOKEN_URL", self.token_url()),
+            ("TURBOCHAT_PUSH__POLL_INTERVAL", "50ms".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// Changes the faults from now on.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.faults.lock().unwrap().0 = faults;

@@ -13,7 +13,6 @@
 //! "Nothing arrived" is shown with a marker sent afterwards on the same
 //! path, never with a sleep.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use harness::client::{Api, WsClient};
@@ -28,13 +27,6 @@ const T: Duration = Duration::from_secs(20);
 /// Scenarios run one at a time: each is several processes on 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Waits for the system message `body` in `conversation`.
 async fn system(ws: &mut WsClient, conversation: &str, body: &str) -> Value {
     let message = ws
@@ -47,21 +39,10 @@ async fn system(ws: &mut WsClient, conversation: &str, body: &str) -> Value {
 }
 
 async fn members_come_and_go_and_every_change_is_told(store: TestStore, fcm: &FakeFcm) {
-    let key = fcm.write_service_account(store.dir.path());
     let options = Options {
         nodes: 2,
         gossip: true,
-        node_env: env(&[
-            ("TURBOCHAT_OWNER__PUSH_ENABLED", "true"),
-            ("TURBOCHAT_PUSH__BACKEND", "fcm"),
-            (
-                "TURBOCHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
-                &key.display().to_string(),
-            ),
-            ("TURBOCHAT_PUSH__FCM__BASE_URL", &fcm.base_url()),
-            ("TURBOCHAT_PUSH__FCM__TOKEN_URL", &fcm.token_url()),
-            ("TURBOCHAT_PUSH__POLL_INTERVAL", "50ms"),
-        ]),
+        node_env: fcm.node_env(store.dir.path()),
         ..Options::default()
     };
     let cluster = Cluster::start(store, options).await;

@@ -87,21 +87,10 @@ fn bodies(messages: &[Value]) -> Vec<&str> {
 /// blocks him. Two nodes and gossip: alice's home, mallory's home and the
 /// conversation's owner need not be one node.
 async fn a_blocked_user_reaches_the_blocker_through_no_channel(store: TestStore, fcm: &FakeFcm) {
-    let key = fcm.write_service_account(store.dir.path());
     let options = Options {
         nodes: 2,
         gossip: true,
-        node_env: env(&[
-            ("TURBOCHAT_OWNER__PUSH_ENABLED", "true"),
-            ("TURBOCHAT_PUSH__BACKEND", "fcm"),
-            (
-                "TURBOCHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
-                &key.display().to_string(),
-            ),
-            ("TURBOCHAT_PUSH__FCM__BASE_URL", &fcm.base_url()),
-            ("TURBOCHAT_PUSH__FCM__TOKEN_URL", &fcm.token_url()),
-            ("TURBOCHAT_PUSH__POLL_INTERVAL", "50ms"),
-        ]),
+        node_env: fcm.node_env(store.dir.path()),
         ..Options::default()
     };
     let cluster = Cluster::start(store, options).await;

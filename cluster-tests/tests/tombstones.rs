@@ -12,7 +12,6 @@
 //! - an operator deletes any message through the admin API, audited with
 //!   the reason, through the same tombstone path.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use harness::admin::AdminApi;
@@ -27,13 +26,6 @@ const T: Duration = Duration::from_secs(20);
 
 /// Scenarios run one at a time: each is several processes on 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn kinds_and_bodies(messages: &[Value]) -> Vec<(String, String)> {
     messages
@@ -52,23 +44,15 @@ fn kb(kind: &str, body: &str) -> (String, String) {
 }
 
 async fn unsend_and_delete_go_through_one_tombstone_path(store: TestStore, fcm: &FakeFcm) {
-    let key = fcm.write_service_account(store.dir.path());
-    let operators = harness::admin::operators();
+    let mut node_env = fcm.node_env(store.dir.path());
+    node_env.insert(
+        "TURBOCHAT_ADMIN__OPERATORS".into(),
+        harness::admin::operators(),
+    );
     let options = Options {
         nodes: 2,
         gossip: true,
-        node_env: env(&[
-            ("TURBOCHAT_ADMIN__OPERATORS", &operators),
-            ("TURBOCHAT_OWNER__PUSH_ENABLED", "true"),
-            ("TURBOCHAT_PUSH__BACKEND", "fcm"),
-            (
-                "TURBOCHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
-                &key.display().to_string(),
-            ),
-            ("TURBOCHAT_PUSH__FCM__BASE_URL", &fcm.base_url()),
-            ("TURBOCHAT_PUSH__FCM__TOKEN_URL", &fcm.token_url()),
-            ("TURBOCHAT_PUSH__POLL_INTERVAL", "50ms"),
-        ]),
+        node_env,
         ..Options::default()
     };
     let cluster = Cluster::start(store, options).await;
