@@ -1,5 +1,6 @@
-//! Router configuration: the `[router]`, `[auth]` and `[limits]` sections of
-//! the shared config file, with `TURBOCHAT_*` overrides.
+//! Router configuration: the `[router]`, `[auth]`, `[limits]`, `[media]`
+//! and `[web]` sections of the shared config file, with `TURBOCHAT_*`
+//! overrides.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub struct Config {
     /// Media uploads (a local directory unless configured).
     #[serde(default)]
     pub media: crate::media::MediaConfig,
+    /// The browser client's settings (web push; none by default).
+    #[serde(default)]
+    pub web: crate::web_push::WebConfig,
     /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`,
     /// `[safety]`, `[moderation]`, `[admin]`).
     #[serde(default, rename = "node")]
@@ -290,6 +294,7 @@ impl Config {
             ));
         }
         crate::auth::Verifier::from_config(&self.auth).map_err(|e| ConfigError::key("auth", e))?;
+        self.web.validate()?;
         Ok(())
     }
 }
