@@ -34,7 +34,7 @@ pub struct WebConfig {
 }
 
 /// `[web.push]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebPushConfig {
     /// The Firebase web app (Firebase console, project settings, "Your

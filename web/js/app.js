@@ -216,7 +216,10 @@ class Shell {
     const total = this.client.unreadTotal();
     if (total === this.badge) return;
     this.badge = total;
-    (total > 0 ? navigator.setAppBadge(total) : navigator.clearAppBadge()).catch(() => {});
+    // A nicety: refused when the page is not an installed app, say.
+    Promise.resolve()
+      .then(() => (total > 0 ? navigator.setAppBadge(total) : navigator.clearAppBadge()))
+      .catch(() => {});
   }
 
   toast(message) {

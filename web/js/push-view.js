@@ -15,7 +15,7 @@ export class PushView {
       onclick: () => (this.push.status === PushStatus.ON ? this.push.disable() : this.push.enable()),
     });
     this.note = h('span', { class: 'notify-note', role: 'status', 'data-testid': 'notifications-note' });
-    this.el = h('span', { class: 'notify-control' }, this.button, this.note);
+    this.el = h('span', { class: 'notify-control' }, this.note, this.button);
     this.onChange = () => this.render();
     push.addEventListener('change', this.onChange);
     this.render();
