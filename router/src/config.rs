@@ -323,6 +323,37 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn web_push_comes_from_the_environment_and_refuses_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_WEB__PUSH__VAPID_KEY", "BKey_0123-abc");
+            jail.set_env("TURBOCHAT_WEB__PUSH__FIREBASE__API_KEY", "AIza-test");
+            jail.set_env("TURBOCHAT_WEB__PUSH__FIREBASE__PROJECT_ID", "turbocar");
+            // Digits only: the environment hands it over as a number.
+            jail.set_env(
+                "TURBOCHAT_WEB__PUSH__FIREBASE__MESSAGING_SENDER_ID",
+                "905412345678",
+            );
+            jail.set_env(
+                "TURBOCHAT_WEB__PUSH__FIREBASE__APP_ID",
+                "1:905412345678:web:abc",
+            );
+            let config: Config = turbochat_service::config::load(Some(&shipped("dev.toml")))
+                .map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            let push = config.web.push.expect("configured");
+            assert_eq!(push.firebase.messaging_sender_id, "905412345678");
+            assert_eq!(push.sdk_url, crate::web_push::DEFAULT_SDK_URL);
+            jail.set_env("TURBOCHAT_WEB__PUSH__VAPID", "BKey");
+            let err = turbochat_service::config::load::<Config>(Some(&shipped("dev.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("web.push.vapid: unknown key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn a_misspelt_key_is_refused_by_its_name() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TURBOCHAT_LIMITS__MAX_FRAME_BYTE", "10");
