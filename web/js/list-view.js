@@ -199,7 +199,6 @@ export class ListView {
             ? h(
                 'span',
                 { class: 'muted-icon', title: 'Muted', 'data-testid': 'muted' },
-                h('span', { 'aria-hidden': 'true' }, '🔕'),
                 h('span', { class: 'visually-hidden' }, 'muted'),
               )
             : null,
