@@ -6,8 +6,8 @@
 // (Firebase's `MessagePayloadInternal`):
 //   {"notification"?: {"title", "body", "image"?, "icon"?},
 //    "data": {conversation_id, message_id, seq, sender_id, sender_name?,
-//             title?, body?, link, badge?, silent?, listing_title?,
-//             listing_photo_url?},          (all strings)
+//             sender_avatar_url?, title?, body?, link, badge?, silent?,
+//             listing_title?, listing_photo_url?, ...},   (all strings)
 //    "fcmOptions"?: {"link"}, "from", "fcmMessageId", "collapse_key"?}
 // During the user's quiet hours the server sends no `notification` block and
 // `data.silent = "true"`: the notification is then made from `data.title` /
@@ -67,7 +67,7 @@ function notificationFor(payload) {
     // again only when it is not a quiet-hours push.
     renotify: Boolean(conversation) && data.silent !== 'true',
     silent: data.silent === 'true',
-    icon: shown?.icon || '/favicon.svg',
+    icon: shown?.icon || data.sender_avatar_url || '/favicon.svg',
     image: shown?.image || data.listing_photo_url || undefined,
     data: {
       conversation_id: conversation,

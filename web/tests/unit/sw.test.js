@@ -162,6 +162,10 @@ test('the payload\'s own icon, image and link are used; a bare push falls back t
   assert.equal(sw.shown[0].image, 'https://photos.turbocar.test/b.jpg');
   assert.equal(sw.shown[0].data.link, `https://chat.turbocar.test/#/c/${CONVERSATION}`);
 
+  const face = worker();
+  await face.push(payload({ data: { ...payload().data, sender_avatar_url: 'https://avatars.turbocar.test/bob.png' } }));
+  assert.equal(face.shown[0].icon, 'https://avatars.turbocar.test/bob.png');
+
   const bare = worker();
   await bare.push({ data: { conversation_id: CONVERSATION, sender_id: 'bob', link: '/#/c/x' } });
   assert.equal(bare.shown[0].title, 'bob');
