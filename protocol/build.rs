@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".turbochat.link.v1.Deliver.payload")
         .bytes(".turbochat.link.v1.JsonReply.json")
+        .bytes(".turbochat.link.v1.NotificationSettingsRequest.json")
         .bytes(".turbochat.link.v1.UserEvent.payload")
         .bytes(".turbochat.safety.v1.SafetyReply.json")
         .compile_fds(fds)?;

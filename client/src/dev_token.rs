@@ -29,6 +29,10 @@ pub struct DevToken {
     pub audience: String,
     /// Lifetime from now (`exp`).
     pub ttl: Duration,
+    /// Display name (`name` claim), as the car app's tokens carry it.
+    pub name: Option<String>,
+    /// Picture URL (`picture` claim).
+    pub picture: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -39,6 +43,10 @@ struct Claims {
     iat: i64,
     iss: String,
     aud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    picture: Option<String>,
 }
 
 impl DevToken {
@@ -50,7 +58,15 @@ impl DevToken {
             issuer: DEV_ISSUER.into(),
             audience: DEV_AUDIENCE.into(),
             ttl: Duration::from_secs(3600),
+            name: None,
+            picture: None,
         }
+    }
+
+    /// The same token with a display name (`name` claim).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Signs a token valid from a minute ago (clock skew) for `ttl` from now.
@@ -66,6 +82,8 @@ impl DevToken {
             iat: now,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            name: self.name.clone(),
+            picture: self.picture.clone(),
         };
         encode(
             &Header::default(),

@@ -507,8 +507,43 @@ fn check_message(message: &Value) -> Result<String, (String, &'static str)> {
             ));
         }
     }
+    if let Some(reserved) = object.get("data").and_then(Value::as_object).and_then(|d| {
+        d.keys().find(|k| {
+            ["from", "notification", "message_type"].contains(&k.as_str())
+                || k.starts_with("google.")
+                || k.starts_with("gcm.")
+        })
+    }) {
+        return Err((
+            format!("message.data.{reserved}"),
+            "Invalid data payload key: reserved",
+        ));
+    }
+    if let Some(count) = object
+        .get("android")
+        .and_then(|a| a.get("notification"))
+        .and_then(|n| n.get("notification_count"))
+    {
+        if !count.is_u64() {
+            return Err((
+                "message.android.notification.notification_count".to_string(),
+                "Invalid value: must be an integer",
+            ));
+        }
+    }
+    if let Some(headers) = object.get("webpush").and_then(|w| w.get("headers")) {
+        if !headers
+            .as_object()
+            .is_some_and(|h| h.values().all(Value::is_string))
+        {
+            return Err((
+                "message.webpush.headers".to_string(),
+                "Invalid value: must be strings",
+            ));
+        }
+    }
     if let Some(notification) = object.get("notification") {
-        for field in ["title", "body"] {
+        for field in ["title", "body", "image"] {
             if notification.get(field).is_some_and(|v| !v.is_string()) {
                 return Err((
                     format!("message.notification.{field}"),

@@ -14,6 +14,10 @@ struct Claims<'a> {
     iat: i64,
     iss: &'a str,
     aud: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    picture: Option<&'a str>,
 }
 
 fn now() -> i64 {
@@ -68,6 +72,8 @@ pub fn token(sub: &str, flaw: Flaw) -> String {
         } else {
             "turbochat"
         },
+        name: None,
+        picture: None,
     };
     if flaw == Flaw::AlgNone {
         use base64::Engine;
@@ -101,6 +107,8 @@ pub fn expiring(sub: &str, seconds: i64) -> String {
         iat: now - 60,
         iss: "turbocar",
         aud: "turbochat",
+        name: None,
+        picture: None,
     };
     encode(
         &Header::default(),
@@ -113,4 +121,26 @@ pub fn expiring(sub: &str, seconds: i64) -> String {
 /// A valid token for `sub`.
 pub fn valid(sub: &str) -> String {
     token(sub, Flaw::None)
+}
+
+/// A valid token for `sub` whose `name` and `picture` claims carry a
+/// profile, as the car app's tokens do.
+pub fn with_profile(sub: &str, name: &str, picture: Option<&str>) -> String {
+    let now = now();
+    let claims = Claims {
+        sub,
+        exp: now + 3600,
+        nbf: now - 60,
+        iat: now,
+        iss: "turbocar",
+        aud: "turbochat",
+        name: Some(name),
+        picture,
+    };
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
+    .expect("encode token")
 }

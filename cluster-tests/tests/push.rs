@@ -266,6 +266,11 @@ async fn offline_participants_get_one_push_per_device_online_and_muted_none() {
                 "message_id": text["message_id"],
                 "seq": "1",
                 "sender_id": "alice",
+                "sender_name": "alice",
+                "title": "alice",
+                "body": body,
+                "badge": "1",
+                "silent": "false",
                 "link": format!("/#/c/{conversation}"),
             })
         );

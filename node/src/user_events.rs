@@ -16,6 +16,7 @@ use turbochat_protocol::link::{UserEvent, UserEventsRequest};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use turbochat_protocol::http::{clean_avatar_url, clean_display_name};
 use turbochat_protocol::ServerFrame;
 use turbochat_store::Store;
 
@@ -40,9 +41,15 @@ pub struct UserEvents {
     presence_grace: Duration,
     /// Users whose last session ended, waiting out the grace period.
     going_offline: Arc<DashMap<UserId, CancellationToken>>,
+    /// The profile last stored for each online user homed here, so a
+    /// reconnect with the same token claims writes nothing.
+    profiles: Arc<DashMap<UserId, StoredProfile>>,
     /// Presence timers and deliveries to other nodes, joined on shutdown.
     tasks: TaskTracker,
 }
+
+/// A display name and avatar URL as kept.
+type StoredProfile = (Option<String>, Option<String>);
 
 impl UserEvents {
     /// With `ring` absent (static routing) every user is homed here.
@@ -65,7 +72,52 @@ impl UserEvents {
             store,
             presence_grace,
             going_offline: Arc::new(DashMap::new()),
+            profiles: Arc::new(DashMap::new()),
         }
+    }
+
+    /// A session of `user` (homed here) opened with these `name` and
+    /// `picture` claims (empty: absent). A token with neither leaves the
+    /// stored profile alone; otherwise what it says is kept (cleaned: see
+    /// [`clean_display_name`], [`clean_avatar_url`]) unless it is what was
+    /// stored last.
+    pub fn profile_seen(&self, user: &str, name: &str, picture: &str) {
+        if name.is_empty() && picture.is_empty() {
+            return;
+        }
+        let profile: StoredProfile = (clean_display_name(name), clean_avatar_url(picture));
+        if !picture.is_empty() && profile.1.is_none() {
+            metrics::counter!("turbochat_profile_pictures_refused_total").increment(1);
+            tracing::debug!(user = %user, "picture claim is not an https URL; not kept");
+        }
+        if self
+            .profiles
+            .get(user)
+            .is_some_and(|known| *known == profile)
+        {
+            return;
+        }
+        self.profiles.insert(user.to_string(), profile.clone());
+        let store = self.store.clone();
+        let known = self.profiles.clone();
+        let user = user.to_string();
+        self.tasks.spawn(async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            match store
+                .set_profile(&user, profile.0.as_deref(), profile.1.as_deref(), now)
+                .await
+            {
+                Ok(()) => metrics::counter!("turbochat_profile_updates_total").increment(1),
+                Err(err) => {
+                    tracing::warn!(%err, user = %user, "cannot store the profile; kept at the next session");
+                    // Not known as stored: the next session tries again.
+                    known.remove(&user);
+                }
+            }
+        });
     }
 
     /// A session of a user homed here opened. The user's contacts see them
@@ -74,6 +126,7 @@ impl UserEvents {
     pub fn session_opened(&self, user: &str, link: &RouterLink, session_id: u64) {
         let was_online = self.homes.online(user);
         self.homes.open(user, link, session_id);
+        self.send_presence_snapshot(user.to_string());
         if let Some((_, pending)) = self.going_offline.remove(user) {
             pending.cancel();
             return;
@@ -81,6 +134,77 @@ impl UserEvents {
         if !was_online {
             self.announce_presence(user.to_string(), true);
         }
+    }
+
+    /// Tells a user's sessions which of their contacts are online now (a
+    /// `presence` frame each; offline is what a client assumes), so a chat
+    /// opened shows the other's state, not only its next change. Contacts
+    /// in a block relation with the user are left out, as for live
+    /// presence.
+    fn send_presence_snapshot(&self, user: UserId) {
+        let events = self.clone();
+        self.tasks.spawn(async move {
+            let contacts = match events.store.contacts(&user, MAX_PRESENCE_FAN_OUT).await {
+                Ok(contacts) => contacts,
+                Err(err) => {
+                    tracing::warn!(%err, user = %user, "cannot load contacts for the presence snapshot");
+                    return;
+                }
+            };
+            let Ok(hidden) = events.safety.block_relations(&user).await else {
+                return;
+            };
+            let contacts: Vec<UserId> = contacts
+                .into_iter()
+                .filter(|c| !hidden.contains(c))
+                .collect();
+            let online = events.online_of(contacts).await;
+            metrics::counter!("turbochat_presence_snapshots_total").increment(1);
+            for contact in online {
+                let frame = ServerFrame::Presence {
+                    user_id: contact,
+                    online: true,
+                };
+                events
+                    .homes
+                    .deliver(&user, Bytes::from(frame.to_json()));
+            }
+        });
+    }
+
+    /// Those of `users` with a live session: asked of each one's home node
+    /// (this node for its own). A home that cannot be asked counts its
+    /// users offline.
+    async fn online_of(&self, users: Vec<UserId>) -> Vec<UserId> {
+        let ring = self.ring.as_ref().map(|r| r.current());
+        let mut online = Vec::new();
+        let mut remote: HashMap<String, Vec<UserId>> = HashMap::new();
+        for user in users {
+            let home = ring
+                .as_ref()
+                .and_then(|r| r.home_of(&user))
+                .filter(|node| node.id != self.me);
+            match home {
+                None if self.homes.online(&user) => online.push(user),
+                None => {}
+                Some(node) => remote.entry(node.grpc.clone()).or_default().push(user),
+            }
+        }
+        for (grpc, users) in remote {
+            let Some(mut client) = self.peer(&grpc) else {
+                continue;
+            };
+            match client
+                .online(turbochat_protocol::link::OnlineRequest { users })
+                .await
+            {
+                Ok(reply) => online.extend(reply.into_inner().online),
+                Err(status) => {
+                    tracing::debug!(%grpc, %status, "cannot ask a home node who is online");
+                }
+            }
+        }
+        online
     }
 
     /// A session of a user homed here closed. When it was the last one, the
@@ -106,6 +230,7 @@ impl UserEvents {
                 .remove_if(&user, |_, token| !token.is_cancelled())
                 .is_some();
             if still_pending && !events.homes.online(&user) {
+                events.profiles.remove(&user);
                 events.announce_presence(user, false);
             }
         });

@@ -90,6 +90,125 @@ pub struct ConversationView {
     /// a participant's say-so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<Box<ListingCard>>,
+    /// Every participant with their display name and avatar (from their
+    /// last token's `name` and `picture` claims), in `participants`' order.
+    #[serde(default)]
+    pub members: Vec<MemberView>,
+    /// Whether the viewer muted the conversation (no pushes from it).
+    #[serde(default)]
+    pub muted: bool,
+}
+
+/// A participant as the others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The user.
+    pub user_id: UserId,
+    /// Display name (the `name` claim of their last session), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An `https://` URL of their picture (the `picture` claim), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+impl MemberView {
+    /// A member of whom nothing but the id is known.
+    pub fn bare(user_id: impl Into<UserId>) -> Self {
+        MemberView {
+            user_id: user_id.into(),
+            name: None,
+            avatar_url: None,
+        }
+    }
+
+    /// What to call them: the name, else the user id.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.user_id)
+    }
+}
+
+/// Longest display name kept, in characters (longer ones are cut).
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+/// Longest avatar URL kept, in bytes (longer ones are dropped).
+pub const MAX_AVATAR_URL_BYTES: usize = 2048;
+
+/// A display name as turbochat keeps it: trimmed, control characters
+/// dropped, cut to [`MAX_DISPLAY_NAME_CHARS`]; `None` when nothing is left.
+pub fn clean_display_name(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    let cleaned = cleaned.trim_end().to_string();
+    (!cleaned.is_empty()).then_some(cleaned)
+}
+
+/// An avatar URL as turbochat keeps it: `https://` only, at most
+/// [`MAX_AVATAR_URL_BYTES`], no whitespace or control characters; else `None`.
+pub fn clean_avatar_url(url: &str) -> Option<String> {
+    let url = url.trim();
+    let ok = url.starts_with("https://")
+        && url.len() > "https://".len()
+        && url.len() <= MAX_AVATAR_URL_BYTES
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    ok.then(|| url.to_string())
+}
+
+/// A user's notification settings (`GET|PUT /settings/notifications`).
+/// Absent fields take their defaults; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// `all` (default) or `none` (no pushes at all).
+    #[serde(default)]
+    pub mode: NotifyMode,
+    /// Pushes say "New message" instead of the text.
+    #[serde(default)]
+    pub hide_text: bool,
+    /// A daily window in which pushes are sent silently (no sound, no
+    /// banner: the app's badge and list still update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// `all` or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyMode {
+    /// Every message of a conversation not muted.
+    #[default]
+    All,
+    /// Nothing.
+    None,
+}
+
+/// Quiet hours: from `start` to `end` (`"HH:MM"`, 24-hour) in `time_zone`
+/// (IANA, e.g. `"Europe/Berlin"`); `start` after `end` spans midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// First quiet minute, e.g. `"22:00"`.
+    pub start: String,
+    /// First minute no longer quiet, e.g. `"07:00"`.
+    pub end: String,
+    /// The user's IANA time zone.
+    pub time_zone: String,
+}
+
+/// Minutes after midnight of an `"HH:MM"` time, if it is one.
+pub fn parse_hh_mm(text: &str) -> Option<u16> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u16 = h.parse().ok()?;
+    let m: u16 = m.parse().ok()?;
+    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 /// A listing's card on a conversation: set through the admin API by the

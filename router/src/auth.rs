@@ -76,6 +76,13 @@ pub struct Claims {
     pub iss: String,
     /// Audience.
     pub aud: String,
+    /// The user's display name (kept as their profile; shown to others
+    /// and in push titles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An `https://` URL of the user's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
 }
 
 /// Verifies tokens with the configured algorithm and key.
@@ -196,6 +203,17 @@ impl Verifier {
     /// Makes a token for `sub` valid for `ttl`, signed with the HS* secret.
     /// For development and tests; production tokens come from the car app.
     pub fn mint(&self, sub: &str, ttl: std::time::Duration) -> Result<String, String> {
+        self.mint_with_profile(sub, ttl, None, None)
+    }
+
+    /// [`Verifier::mint`] with `name` and `picture` claims.
+    pub fn mint_with_profile(
+        &self,
+        sub: &str,
+        ttl: std::time::Duration,
+        name: Option<String>,
+        picture: Option<String>,
+    ) -> Result<String, String> {
         let secret = self
             .secret
             .as_ref()
@@ -208,6 +226,8 @@ impl Verifier {
             iat: Some(now),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            name,
+            picture,
         };
         encode(
             &Header::new(self.algorithm),

@@ -268,6 +268,14 @@ pub async fn run_with_local(
             axum::routing::put(http::membership::archive).delete(http::membership::unarchive),
         )
         .route(
+            "/conversations/{conversation_id}/mute",
+            axum::routing::put(http::membership::mute).delete(http::membership::unmute),
+        )
+        .route(
+            "/settings/notifications",
+            get(http::settings::get).put(http::settings::put),
+        )
+        .route(
             "/conversations/{conversation_id}/messages/{seq}",
             axum::routing::delete(http::safety::unsend),
         )

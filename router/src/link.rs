@@ -23,7 +23,7 @@ use turbochat_cluster::{NodeInfo, RingView};
 use turbochat_protocol::ids::{ConversationId, Seq};
 use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{
-    router_frame, BusRouterFrame, Hello, RouterFrame, SessionOpened, Subscribe, Unsubscribe,
+    router_frame, BusRouterFrame, Hello, RouterFrame, Subscribe, Unsubscribe,
 };
 use turbochat_protocol::local::{LocalNode, NodeFrames};
 
@@ -255,10 +255,8 @@ impl Links {
             if let Some(home) = ring.home_of(&session.user_id) {
                 if session.registered_home(&home.id) {
                     if let Some(link) = self.node(&home.id) {
-                        let _ = link.send(router_frame::Frame::SessionOpened(SessionOpened {
-                            session_id: session.id,
-                            user_id: session.user_id.clone(),
-                        }));
+                        let _ =
+                            link.send(router_frame::Frame::SessionOpened(session.opened_frame()));
                     }
                 }
             }
@@ -394,10 +392,7 @@ impl Links {
             return;
         };
         session.registered_home(&home.node.id);
-        let _ = home.send(router_frame::Frame::SessionOpened(SessionOpened {
-            session_id: session.id,
-            user_id: session.user_id.clone(),
-        }));
+        let _ = home.send(router_frame::Frame::SessionOpened(session.opened_frame()));
     }
 
     /// The link to a node by id.
@@ -557,10 +552,7 @@ impl Links {
                 session.registered_home(node);
                 frames.push(RouterFrame {
                     redirects: 0,
-                    frame: Some(router_frame::Frame::SessionOpened(SessionOpened {
-                        session_id: session.id,
-                        user_id: session.user_id.clone(),
-                    })),
+                    frame: Some(router_frame::Frame::SessionOpened(session.opened_frame())),
                 });
             }
             for (conversation, cursor) in session.cursors() {

@@ -31,14 +31,32 @@ enum Command {
         /// Lifetime, e.g. `1h`, `30m`.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+        /// Display name (`name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Picture URL (`picture` claim, `https://`).
+        #[arg(long)]
+        picture: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let telemetry = turbochat_service::telemetry::init_tracing("turbochat-router");
-    if let Some(Command::MintToken { sub, ttl }) = &args.command {
-        return mint(args.config.as_deref(), sub, *ttl);
+    if let Some(Command::MintToken {
+        sub,
+        ttl,
+        name,
+        picture,
+    }) = &args.command
+    {
+        return mint(
+            args.config.as_deref(),
+            sub,
+            *ttl,
+            name.clone(),
+            picture.clone(),
+        );
     }
     let config = match turbochat_router::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -81,7 +99,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn mint(config: Option<&std::path::Path>, sub: &str, ttl: std::time::Duration) -> ExitCode {
+fn mint(
+    config: Option<&std::path::Path>,
+    sub: &str,
+    ttl: std::time::Duration,
+    name: Option<String>,
+    picture: Option<String>,
+) -> ExitCode {
     #[derive(serde::Deserialize)]
     struct AuthOnly {
         auth: turbochat_router::config::AuthConfig,
@@ -100,7 +124,7 @@ fn mint(config: Option<&std::path::Path>, sub: &str, ttl: std::time::Duration) -
             return ExitCode::from(2);
         }
     };
-    match verifier.mint(sub, ttl) {
+    match verifier.mint_with_profile(sub, ttl, name, picture) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

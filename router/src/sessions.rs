@@ -49,6 +49,8 @@ pub struct Session {
     pub id: u64,
     /// The authenticated user.
     pub user_id: UserId,
+    /// Display name and avatar URL from the token's claims, if it had any.
+    profile: Option<Box<Profile>>,
     out: mpsc::Sender<Outgoing>,
     cursors: Mutex<HashMap<ConversationId, Cursor>>,
     /// Nodes this session was registered at as its user's home.
@@ -92,7 +94,41 @@ pub enum Followup {
     },
 }
 
+/// What a token says about its user besides the id (`name`, `picture`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Display name.
+    pub name: String,
+    /// Picture URL.
+    pub avatar_url: String,
+}
+
+impl Profile {
+    /// The profile in `claims`, if they carry any of it.
+    pub fn from_claims(claims: &crate::auth::Claims) -> Option<Box<Profile>> {
+        if claims.name.is_none() && claims.picture.is_none() {
+            return None;
+        }
+        Some(Box::new(Profile {
+            name: claims.name.clone().unwrap_or_default(),
+            avatar_url: claims.picture.clone().unwrap_or_default(),
+        }))
+    }
+}
+
 impl Session {
+    /// The frame registering this session with its user's home node (which
+    /// keeps the profile it carries).
+    pub fn opened_frame(&self) -> turbochat_protocol::link::SessionOpened {
+        let profile = self.profile.as_deref().cloned().unwrap_or_default();
+        turbochat_protocol::link::SessionOpened {
+            session_id: self.id,
+            user_id: self.user_id.clone(),
+            name: profile.name,
+            avatar_url: profile.avatar_url,
+        }
+    }
+
     /// Queues a frame for the client. A full queue means the client is not
     /// reading: the session is closed at once with 1008 `slow_consumer`
     /// (what is queued is dropped) and the client resumes by seq after
@@ -331,11 +367,17 @@ impl Default for Sessions {
 
 impl Sessions {
     /// Registers a new session for `user_id` whose write task reads `out`.
-    pub fn open(&self, user_id: UserId, out: mpsc::Sender<Outgoing>) -> Arc<Session> {
+    pub fn open(
+        &self,
+        user_id: UserId,
+        profile: Option<Box<Profile>>,
+        out: mpsc::Sender<Outgoing>,
+    ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
             id,
             user_id,
+            profile,
             out,
             cursors: Mutex::new(HashMap::new()),
             homes: Mutex::new(std::collections::HashSet::new()),
@@ -456,7 +498,7 @@ mod tests {
     fn a_cursor_drops_duplicates_and_asks_for_a_gap_again() {
         let sessions = Sessions::default();
         let (tx, mut rx) = mpsc::channel(16);
-        let session = sessions.open("bob".into(), tx);
+        let session = sessions.open("bob".into(), None, tx);
         let c = ConversationId::new_v4();
         session.subscribe(
             c,
@@ -500,7 +542,7 @@ mod tests {
     fn a_send_is_answered_once_whatever_copy_is_answered() {
         let sessions = Sessions::default();
         let (tx, mut rx) = mpsc::channel(16);
-        let session = sessions.open("alice".into(), tx);
+        let session = sessions.open("alice".into(), None, tx);
         let c = ConversationId::new_v4();
         let push = |id: &str| {
             let send = link::Send {

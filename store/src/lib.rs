@@ -250,6 +250,24 @@ pub struct PushJob {
     pub created_at: i64,
 }
 
+/// What a push to one recipient needs besides the message, read when it
+/// is delivered (so a mute, a read on another device or a new setting
+/// made after the message was stored still counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushContext {
+    /// The recipient muted the conversation.
+    pub muted: bool,
+    /// The conversation's listing card.
+    pub listing: Option<turbochat_protocol::http::ListingCard>,
+    /// The sender's profile, if one is known.
+    pub sender: Option<turbochat_protocol::http::MemberView>,
+    /// The recipient's notification settings.
+    pub settings: turbochat_protocol::http::NotificationSettings,
+    /// The recipient's unread total over the conversations they did not
+    /// mute (messages from others after their read cursor), up to 9,999.
+    pub badge: u64,
+}
+
 /// The store of record. Every method is one transaction or one statement.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -489,6 +507,54 @@ pub trait Store: Send + Sync + 'static {
     /// drops their unsent push jobs, in one short transaction. Returns how
     /// many were emptied (0: nothing older is left).
     async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError>;
+
+    /// Keeps `user`'s display name and avatar URL (an upsert).
+    async fn set_profile(
+        &self,
+        user: &str,
+        name: Option<&str>,
+        avatar_url: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The profiles of `users`, in their order (a bare one for a user with
+    /// none).
+    async fn profiles(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<turbochat_protocol::http::MemberView>, StoreError>;
+
+    /// `user`'s notification settings (the defaults if never set).
+    async fn notification_settings(
+        &self,
+        user: &str,
+    ) -> Result<turbochat_protocol::http::NotificationSettings, StoreError>;
+
+    /// Replaces `user`'s notification settings.
+    async fn set_notification_settings(
+        &self,
+        user: &str,
+        settings: &turbochat_protocol::http::NotificationSettings,
+        at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Mutes (or unmutes) a conversation for `user`. Returns whether
+    /// `user` participates.
+    async fn set_muted(
+        &self,
+        id: ConversationId,
+        user: &str,
+        muted: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// What a push of a message of `sender` in conversation `id` to `user`
+    /// needs; `None` when `user` no longer participates.
+    async fn push_context(
+        &self,
+        user: &str,
+        id: ConversationId,
+        sender: &str,
+    ) -> Result<Option<PushContext>, StoreError>;
 
     /// Every conversation `user` participates in, oldest join first.
     async fn participations_of(&self, user: &str) -> Result<Vec<Participation>, StoreError>;

@@ -273,6 +273,7 @@ store_suite!(
     bans_and_their_audit_go_together,
     a_tombstone_replaces_a_message_and_drops_its_pending_pushes,
     members_join_leave_and_archive,
+    profiles_settings_mute_and_the_push_context,
     retention_empties_old_messages_in_bounded_batches_keeping_their_seqs,
     a_user_is_exported_then_erased,
     writer_group_commits_concurrent_appends,
@@ -1125,6 +1126,114 @@ async fn members_join_leave_and_archive(db: TestDb) {
     assert!(!store.set_archived(id, ALICE, true).await.unwrap());
 }
 
+/// Profiles show in conversation lists; settings and mute are kept; a
+/// push's context has the sender's name, the card, the settings and the
+/// badge (unread from others, over conversations not muted).
+async fn profiles_settings_mute_and_the_push_context(db: TestDb) {
+    use turbochat_protocol::http::{ListingCard, NotificationSettings, NotifyMode, QuietHours};
+    let store = db.store.as_ref();
+    let id = group(store, &[ALICE, BOB], 1_000).await;
+    let other = group(store, &[ALICE, BOB], 1_001).await;
+    store
+        .set_profile(
+            ALICE,
+            Some("Alice Martin"),
+            Some("https://img.test/a.png"),
+            1,
+        )
+        .await
+        .unwrap();
+    store
+        .set_profile(ALICE, Some("Alice M."), None, 2)
+        .await
+        .unwrap();
+    let profiles = store.profiles(&[ALICE.into(), BOB.into()]).await.unwrap();
+    assert_eq!(profiles[0].name.as_deref(), Some("Alice M."));
+    assert_eq!(
+        profiles[0].avatar_url, None,
+        "the newest profile replaces the older"
+    );
+    assert_eq!(
+        (profiles[1].user_id.as_str(), profiles[1].name.as_deref()),
+        (BOB, None)
+    );
+    let listed = store.list_conversations(BOB, 10).await.unwrap();
+    let members: Vec<(&str, Option<&str>)> = listed[0]
+        .members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.name.as_deref()))
+        .collect();
+    assert_eq!(members, [(ALICE, Some("Alice M.")), (BOB, None)]);
+    assert_eq!(listed[0].participants, [ALICE, BOB]);
+
+    assert_eq!(
+        store.notification_settings(BOB).await.unwrap(),
+        NotificationSettings::default()
+    );
+    let settings = NotificationSettings {
+        mode: NotifyMode::All,
+        hide_text: true,
+        quiet_hours: Some(QuietHours {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            time_zone: "Europe/Berlin".into(),
+        }),
+    };
+    store
+        .set_notification_settings(BOB, &settings, 3)
+        .await
+        .unwrap();
+    assert_eq!(store.notification_settings(BOB).await.unwrap(), settings);
+
+    fill(store, id, ALICE, 1, 3).await;
+    fill(store, other, ALICE, 1, 2).await;
+    append_ok(store, batch(id, 4, vec![message(BOB, "b1", 5_000)])).await;
+    let card = ListingCard {
+        title: "Audi A4".into(),
+        price: None,
+        photo_url: None,
+    };
+    let audit = turbochat_store::AuditEntry {
+        id: 0,
+        operator: "op".into(),
+        action: "set_listing".into(),
+        target: id.to_string(),
+        detail: "{}".into(),
+        created_at: 1,
+    };
+    assert!(store
+        .set_listing_card(id, Some(&card), &audit)
+        .await
+        .unwrap());
+    let context = store.push_context(BOB, id, ALICE).await.unwrap().unwrap();
+    assert_eq!(context.badge, 5, "3 + 2 from alice; bob's own not counted");
+    assert_eq!(context.sender.unwrap().name.as_deref(), Some("Alice M."));
+    assert_eq!(context.listing, Some(card));
+    assert_eq!(context.settings, settings);
+    assert!(!context.muted);
+
+    assert!(store.mark_read(id, BOB, 2).await.unwrap());
+    assert!(store.set_muted(other, BOB, true).await.unwrap());
+    let context = store.push_context(BOB, id, ALICE).await.unwrap().unwrap();
+    assert_eq!(context.badge, 1, "read to 2 of 3; the muted one left out");
+    assert!(
+        store
+            .push_context(BOB, other, ALICE)
+            .await
+            .unwrap()
+            .unwrap()
+            .muted
+    );
+    let listed = store.list_conversations(BOB, 10).await.unwrap();
+    assert!(listed.iter().any(|c| c.conversation_id == other && c.muted));
+    assert!(!store.set_muted(other, "nobody", true).await.unwrap());
+    assert!(store
+        .push_context("nobody", id, ALICE)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 /// Retention: old messages are emptied in batches of at most `limit`;
 /// rows and seqs stay, so histories stay gapless and numbering goes on.
 async fn retention_empties_old_messages_in_bounded_batches_keeping_their_seqs(db: TestDb) {
@@ -1785,6 +1894,53 @@ impl Store for Recorder {
         archived: bool,
     ) -> Result<bool, StoreError> {
         self.inner.set_archived(id, user, archived).await
+    }
+    async fn set_profile(
+        &self,
+        user: &str,
+        name: Option<&str>,
+        avatar_url: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.set_profile(user, name, avatar_url, at).await
+    }
+    async fn profiles(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<turbochat_protocol::http::MemberView>, StoreError> {
+        self.inner.profiles(users).await
+    }
+    async fn notification_settings(
+        &self,
+        user: &str,
+    ) -> Result<turbochat_protocol::http::NotificationSettings, StoreError> {
+        self.inner.notification_settings(user).await
+    }
+    async fn set_notification_settings(
+        &self,
+        user: &str,
+        settings: &turbochat_protocol::http::NotificationSettings,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_notification_settings(user, settings, at)
+            .await
+    }
+    async fn set_muted(
+        &self,
+        id: ConversationId,
+        user: &str,
+        muted: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_muted(id, user, muted).await
+    }
+    async fn push_context(
+        &self,
+        user: &str,
+        id: ConversationId,
+        sender: &str,
+    ) -> Result<Option<turbochat_store::PushContext>, StoreError> {
+        self.inner.push_context(user, id, sender).await
     }
     async fn purge_messages(&self, before: i64, limit: u32, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_messages(before, limit, now).await

@@ -153,6 +153,8 @@ impl AttachReader {
             router_frame::Frame::SessionOpened(opened) => {
                 self.events
                     .session_opened(&opened.user_id, &self.link, opened.session_id);
+                self.events
+                    .profile_seen(&opened.user_id, &opened.name, &opened.avatar_url);
                 self.home_sessions.insert(opened.session_id, opened.user_id);
             }
             router_frame::Frame::Subscribe(sub) => {

@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
-use turbochat_protocol::http::{ConversationKind, ConversationView};
+use turbochat_protocol::http::{ConversationKind, ConversationView, MemberView};
 use turbochat_protocol::ids::{
-    direct_conversation_id, valid_user_id, MAX_GROUP_PARTICIPANTS, MAX_LISTING_ID_LEN,
+    direct_conversation_id, valid_user_id, UserId, MAX_GROUP_PARTICIPANTS, MAX_LISTING_ID_LEN,
     MAX_TITLE_CHARS,
 };
 use turbochat_protocol::link::CreateConversationRequest;
-use turbochat_store::{ConversationState, NewConversation};
+use turbochat_store::{ConversationState, NewConversation, Store};
 
 use super::parse_conversation;
 use crate::refusal::Refusal;
@@ -96,9 +96,25 @@ pub(super) fn has_control(text: &str) -> bool {
 }
 
 /// The conversation as `user` sees it right after creation (or after
-/// being added to it).
-pub(crate) fn view_for(state: &ConversationState, user: &str) -> Option<ConversationView> {
+/// being added to it). `profiles` are the participants' (see
+/// [`members_of`]).
+pub(crate) fn view_for(
+    state: &ConversationState,
+    user: &str,
+    profiles: &[MemberView],
+) -> Option<ConversationView> {
     let me = state.participants.iter().find(|p| p.user_id == user)?;
+    let members = state
+        .participants
+        .iter()
+        .map(|p| {
+            profiles
+                .iter()
+                .find(|m| m.user_id == p.user_id)
+                .cloned()
+                .unwrap_or_else(|| MemberView::bare(p.user_id.clone()))
+        })
+        .collect();
     Some(ConversationView {
         conversation_id: state.conversation_id,
         kind: state.kind,
@@ -115,5 +131,24 @@ pub(crate) fn view_for(state: &ConversationState, user: &str) -> Option<Conversa
         unread_count: 0,
         last_message: None,
         listing: state.listing.clone().map(Box::new),
+        members,
+        muted: me.muted,
     })
+}
+
+/// The profiles of a conversation's participants; bare ones if the store
+/// cannot tell (a name is a courtesy: it never fails a call).
+pub(crate) async fn members_of(store: &dyn Store, state: &ConversationState) -> Vec<MemberView> {
+    let users: Vec<UserId> = state
+        .participants
+        .iter()
+        .map(|p| p.user_id.clone())
+        .collect();
+    match store.profiles(&users).await {
+        Ok(profiles) => profiles,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read profiles; members shown by id");
+            users.into_iter().map(MemberView::bare).collect()
+        }
+    }
 }

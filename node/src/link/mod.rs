@@ -44,7 +44,7 @@ mod create;
 
 use self::attach::AttachReader;
 use self::create::validate_create;
-pub(crate) use self::create::view_for;
+pub(crate) use self::create::{members_of, view_for};
 
 /// Frames queued per router link before the link counts as lagging and is cut.
 pub const LINK_QUEUE: usize = 16 * 1024;
@@ -281,6 +281,37 @@ impl Link for LinkService {
         json_reply(&devices)
     }
 
+    async fn get_notification_settings(
+        &self,
+        request: Request<turbochat_protocol::link::NotificationSettingsRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let settings = self
+            .store
+            .notification_settings(&req.user_id)
+            .await
+            .map_err(store_status)?;
+        json_reply(&settings)
+    }
+
+    async fn set_notification_settings(
+        &self,
+        request: Request<turbochat_protocol::link::NotificationSettingsRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let req = request.into_inner();
+        let settings = crate::push::settings::parse(&req.json)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.store
+            .set_notification_settings(&req.user_id, &settings, now)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(user_id = %req.user_id, "notification settings changed");
+        json_reply(&settings)
+    }
+
     async fn record_media(
         &self,
         request: Request<turbochat_protocol::link::RecordMediaRequest>,
@@ -349,6 +380,20 @@ impl Link for LinkService {
         ))
     }
 
+    async fn online(
+        &self,
+        request: Request<turbochat_protocol::link::OnlineRequest>,
+    ) -> Result<Response<turbochat_protocol::link::OnlineReply>, Status> {
+        let users = request.into_inner().users;
+        let online = users
+            .into_iter()
+            .filter(|u| self.events.homes().online(u))
+            .collect();
+        Ok(Response::new(turbochat_protocol::link::OnlineReply {
+            online,
+        }))
+    }
+
     async fn create_conversation(
         &self,
         request: Request<CreateConversationRequest>,
@@ -374,14 +419,15 @@ impl Link for LinkService {
                 .await
                 .map_err(store_status)?;
             let creator = &new.participants[0];
-            let view = view_for(&state, creator).ok_or_else(Refusal::no_conversation)?;
+            let profiles = members_of(self.store.as_ref(), &state).await;
+            let view = view_for(&state, creator, &profiles).ok_or_else(Refusal::no_conversation)?;
             if state.created_at == new.created_at {
                 // Newly created: tell every participant's live sessions.
                 let events = state
                     .participants
                     .iter()
                     .filter_map(|p| {
-                        let view = view_for(&state, &p.user_id)?;
+                        let view = view_for(&state, &p.user_id, &profiles)?;
                         let frame =
                             turbochat_protocol::ServerFrame::Conversation { conversation: view };
                         Some((p.user_id.clone(), Bytes::from(frame.to_json())))

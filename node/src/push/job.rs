@@ -20,8 +20,10 @@ use turbochat_store::{Device, PushJob, Store};
 
 use super::backoff::Backoff;
 use super::fcm::SendError;
-use super::payload::{self, Style};
+use super::payload::{self, Extras, Style};
+use super::settings;
 use super::sink::Sink;
+use turbochat_protocol::http::NotifyMode;
 
 /// Delivers claimed jobs. Cheap to share.
 pub struct Deliverer {
@@ -103,6 +105,48 @@ impl Deliverer {
             }
             return;
         }
+        let context = match self
+            .store
+            .push_context(
+                &job.user_id,
+                job.message.conversation_id,
+                &job.message.sender_id,
+            )
+            .await
+        {
+            Ok(context) => context,
+            Err(err) => {
+                metrics::counter!("turbochat_push_store_errors_total").increment(1);
+                tracing::warn!(%err, "cannot read the recipient's settings; the job is retried after its lease");
+                return;
+            }
+        };
+        let suppressed = match &context {
+            None => Some("not_participant"),
+            Some(c) if c.muted => Some("muted"),
+            Some(c) if c.settings.mode == NotifyMode::None => Some("mode_none"),
+            Some(_) => None,
+        };
+        let (Some(context), None) = (context, suppressed) else {
+            let reason = suppressed.unwrap_or("not_participant");
+            metrics::counter!("turbochat_push_suppressed_total", "reason" => reason).increment(1);
+            tracing::debug!(reason, "push not sent");
+            if let Err(err) = self.store.complete_push_job(&job).await {
+                tracing::warn!(%err, "cannot finish a suppressed push job");
+            }
+            return;
+        };
+        let silent = settings::is_quiet(&context.settings, now_ms());
+        if silent {
+            metrics::counter!("turbochat_push_silent_total").increment(1);
+        }
+        let extras = Extras {
+            sender: context.sender.as_ref(),
+            listing: context.listing.as_ref(),
+            badge: context.badge,
+            hide_text: context.settings.hide_text,
+            silent,
+        };
         let devices = match self
             .store
             .devices_of(std::slice::from_ref(&job.user_id))
@@ -123,7 +167,7 @@ impl Deliverer {
             metrics::counter!("turbochat_push_no_device_total").increment(1);
         }
         let sends = pending.iter().map(|device| {
-            let message = payload::build(&job.message, &device.token, &self.style);
+            let message = payload::build(&job.message, &device.token, &self.style, &extras);
             async move { self.sink.send(&message).await }
         });
         let answers = futures::future::join_all(sends).await;

@@ -21,6 +21,7 @@ pub mod fcm;
 pub mod job;
 pub mod oauth;
 pub mod payload;
+pub mod settings;
 pub mod sink;
 pub mod worker;
 

@@ -119,8 +119,12 @@ mod tests {
             body_max_chars: 100,
             link_base: String::new(),
         };
-        sink.send(&build(&message, "t1", &style)).await.unwrap();
-        sink.send(&build(&message, "t2", &style)).await.unwrap();
+        sink.send(&build(&message, "t1", &style, &Default::default()))
+            .await
+            .unwrap();
+        sink.send(&build(&message, "t2", &style, &Default::default()))
+            .await
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

@@ -11,7 +11,9 @@
 //!   `conversation` frame) and **removes** one (as if they had left);
 //! - a participant **archives** a conversation: it leaves their
 //!   `GET /conversations` until a message newer than the newest one then
-//!   arrives (or they unarchive it). Private: nobody else is told.
+//!   arrives (or they unarchive it). Private: nobody else is told;
+//! - a participant **mutes** a conversation: no pushes from it (live
+//!   frames still arrive), until they unmute it. Private too.
 //!
 //! Every change of membership is then a system message in the
 //! conversation, through its owner like any send, so it reaches every
@@ -41,6 +43,8 @@ pub enum MembershipChange {
     /// The caller hides the conversation from their list (true) or shows
     /// it again (false).
     Archive(bool),
+    /// The caller stops (true) or starts again (false) getting its pushes.
+    Mute(bool),
 }
 
 impl MembershipChange {
@@ -53,6 +57,8 @@ impl MembershipChange {
             Ok(Action::Remove) => Ok(MembershipChange::Remove(req.target_id.clone())),
             Ok(Action::Archive) => Ok(MembershipChange::Archive(true)),
             Ok(Action::Unarchive) => Ok(MembershipChange::Archive(false)),
+            Ok(Action::Mute) => Ok(MembershipChange::Mute(true)),
+            Ok(Action::Unmute) => Ok(MembershipChange::Mute(false)),
             _ => Err(Refusal::invalid("unknown membership action")),
         }
     }
@@ -86,6 +92,16 @@ impl Safety {
                 .set_archived(conversation, actor, archived)
                 .await?;
             return Ok(json!({"conversation_id": conversation, "archived": archived}));
+        }
+        if let MembershipChange::Mute(muted) = change {
+            self.store().set_muted(conversation, actor, muted).await?;
+            // The owner decides at each commit who gets a push job: it
+            // re-reads the participants (their `muted` among them). Pushes
+            // already queued check the flag again when they are sent.
+            self.tell_owner(conversation, Command::Refresh);
+            metrics::counter!("turbochat_mutes_total", "muted" => if muted { "true" } else { "false" })
+                .increment(1);
+            return Ok(json!({"conversation_id": conversation, "muted": muted}));
         }
         if state.kind != ConversationKind::Group {
             return Err(Refusal::invalid(
@@ -142,7 +158,9 @@ impl Safety {
                     json!({"conversation_id": conversation, "user_id": user, "removed": removed}),
                 )
             }
-            MembershipChange::Archive(_) => unreachable!("answered above"),
+            MembershipChange::Archive(_) | MembershipChange::Mute(_) => {
+                unreachable!("answered above")
+            }
         };
         if !changed {
             return Ok(answer);
@@ -177,7 +195,8 @@ impl Safety {
                 return;
             }
         };
-        if let Some(view) = crate::link::view_for(&state, user) {
+        let profiles = crate::link::members_of(self.store(), &state).await;
+        if let Some(view) = crate::link::view_for(&state, user, &profiles) {
             let frame = ServerFrame::Conversation { conversation: view };
             events.publish(vec![(user.to_string(), Bytes::from(frame.to_json()))]);
         }

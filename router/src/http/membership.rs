@@ -115,3 +115,31 @@ pub async fn unarchive(
     )
     .await
 }
+
+/// `PUT /conversations/{id}/mute`: the caller gets no pushes from the
+/// conversation (live frames still arrive). `{"conversation_id", "muted": true}`.
+pub async fn mute(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    path: Result<Path<ConversationId>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(conversation) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    change(&app, claims.sub, conversation, Action::Mute, String::new()).await
+}
+
+/// `DELETE /conversations/{id}/mute`: pushes again. `{"conversation_id", "muted": false}`.
+pub async fn unmute(
+    State(app): State<App>,
+    Authenticated(claims): Authenticated,
+    path: Result<Path<ConversationId>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(conversation) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    change(
+        &app,
+        claims.sub,
+        conversation,
+        Action::Unmute,
+        String::new(),
+    )
+    .await
+}

@@ -25,6 +25,7 @@ use crate::App;
 pub mod devices;
 pub mod membership;
 pub mod safety;
+pub mod settings;
 
 /// An HTTP error answer: a stable code (its status comes from
 /// [`ErrorCode::http_status`]), a message, and for `rate_limited` the delay.

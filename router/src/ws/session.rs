@@ -39,7 +39,11 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Runs a session until the client leaves, misbehaves, or the router stops.
 pub async fn run(app: App, claims: Claims, socket: WebSocket) {
     let (out_tx, out_rx) = mpsc::channel(app.inner.limits.session_queue);
-    let session = app.inner.sessions.open(claims.sub.clone(), out_tx);
+    let session = app.inner.sessions.open(
+        claims.sub.clone(),
+        crate::sessions::Profile::from_claims(&claims),
+        out_tx,
+    );
     let span = tracing::info_span!("session", session_id = session.id, user_id = %claims.sub);
     async move {
         tracing::debug!("session opened");

@@ -26,6 +26,7 @@ use crate::{AppendError, Appended, ConversationBatch, NewMessage, StoreError};
 
 mod listing;
 mod membership;
+mod notifications;
 mod retention;
 mod rows;
 mod safety;
@@ -590,6 +591,57 @@ macro_rules! impl_store_via_sql {
                 now: i64,
             ) -> Result<u64, $crate::StoreError> {
                 self.sql.purge_messages(before, limit, now).await
+            }
+
+            async fn set_profile(
+                &self,
+                user: &str,
+                name: Option<&str>,
+                avatar_url: Option<&str>,
+                at: i64,
+            ) -> Result<(), $crate::StoreError> {
+                self.sql.set_profile(user, name, avatar_url, at).await
+            }
+
+            async fn profiles(
+                &self,
+                users: &[turbochat_protocol::ids::UserId],
+            ) -> Result<Vec<turbochat_protocol::http::MemberView>, $crate::StoreError> {
+                self.sql.profiles(users).await
+            }
+
+            async fn notification_settings(
+                &self,
+                user: &str,
+            ) -> Result<turbochat_protocol::http::NotificationSettings, $crate::StoreError> {
+                self.sql.notification_settings(user).await
+            }
+
+            async fn set_notification_settings(
+                &self,
+                user: &str,
+                settings: &turbochat_protocol::http::NotificationSettings,
+                at: i64,
+            ) -> Result<(), $crate::StoreError> {
+                self.sql.set_notification_settings(user, settings, at).await
+            }
+
+            async fn set_muted(
+                &self,
+                id: turbochat_protocol::ids::ConversationId,
+                user: &str,
+                muted: bool,
+            ) -> Result<bool, $crate::StoreError> {
+                self.sql.set_muted(id, user, muted).await
+            }
+
+            async fn push_context(
+                &self,
+                user: &str,
+                id: turbochat_protocol::ids::ConversationId,
+                sender: &str,
+            ) -> Result<Option<$crate::PushContext>, $crate::StoreError> {
+                self.sql.push_context(user, id, sender).await
             }
 
             async fn participations_of(

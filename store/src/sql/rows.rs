@@ -89,6 +89,8 @@ impl TryFrom<ParticipantRow> for Participant {
 pub(crate) struct MemberRow {
     pub(super) conversation_id: DbUuid,
     pub(super) user_id: String,
+    pub(super) name: Option<String>,
+    pub(super) avatar_url: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -100,6 +102,7 @@ pub(crate) struct ConversationListRow {
     pub(super) listing_card: Option<String>,
     pub(super) created_at: i64,
     pub(super) last_read_seq: i64,
+    pub(super) muted: bool,
     pub(super) unread_count: i64,
     pub(super) lm_id: Option<DbUuid>,
     pub(super) lm_seq: Option<i64>,

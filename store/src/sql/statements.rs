@@ -65,7 +65,6 @@ macro_rules! participant_order {
         "joined_at, CASE WHEN role = 'owner' THEN 0 ELSE 1 END, user_id"
     };
 }
-pub(crate) use participant_order;
 
 pub(super) const SELECT_PARTICIPANTS: &str = concat!(
     "SELECT user_id, role, last_read_seq, muted \
@@ -77,7 +76,7 @@ pub(super) const SELECT_PARTICIPANTS: &str = concat!(
 /// with the last message and the capped unread count; not those the user
 /// archived, unless a newer message came since.
 pub(super) const SELECT_CONVERSATION_LIST: &str = "SELECT c.id, c.kind, c.listing_id, c.title, c.listing_card, c.created_at, \
-         p.last_read_seq, \
+         p.last_read_seq, p.muted, \
          (SELECT COUNT(*) FROM (SELECT 1 FROM messages u \
              WHERE u.conversation_id = c.id AND u.seq > p.last_read_seq AND u.sender_id <> p.user_id \
              LIMIT $3) AS unread) AS unread_count, \

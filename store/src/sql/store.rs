@@ -3,7 +3,7 @@
 //! uploads, the push outbox).
 
 use sqlx::{Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
-use turbochat_protocol::http::{ConversationView, MessageView};
+use turbochat_protocol::http::{ConversationView, MemberView, MessageView};
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 
 use super::rows::*;
@@ -372,28 +372,37 @@ where
         let ids: Vec<DbUuid> = rows.iter().map(|row| row.id).collect();
         let members: Vec<MemberRow> = self
             .select_in(
-                "SELECT conversation_id, user_id FROM conversation_participants \
-                 WHERE conversation_id IN",
-                concat!("ORDER BY conversation_id, ", participant_order!()),
+                "SELECT p.conversation_id, p.user_id, u.name, u.avatar_url \
+                 FROM conversation_participants p \
+                 LEFT JOIN user_profiles u ON u.user_id = p.user_id \
+                 WHERE p.conversation_id IN",
+                // participant_order!(), qualified.
+                "ORDER BY p.conversation_id, p.joined_at, \
+                 CASE WHEN p.role = 'owner' THEN 0 ELSE 1 END, p.user_id",
                 &ids,
             )
             .await?;
-        let mut participants = std::collections::HashMap::<Uuid, Vec<UserId>>::new();
+        let mut participants = std::collections::HashMap::<Uuid, Vec<MemberView>>::new();
         for member in members {
             participants
                 .entry(member.conversation_id.0)
                 .or_default()
-                .push(member.user_id);
+                .push(MemberView {
+                    user_id: member.user_id,
+                    name: member.name,
+                    avatar_url: member.avatar_url,
+                });
         }
         rows.into_iter()
             .map(|mut row| {
+                let members = participants.remove(&row.id.0).unwrap_or_default();
                 let last_message = row.last_message()?.map(MessageView::try_from).transpose()?;
                 Ok(ConversationView {
                     conversation_id: row.id.0,
                     kind: parse_conversation_kind(&row.kind)?,
                     listing_id: row.listing_id,
                     title: row.title,
-                    participants: participants.remove(&row.id.0).unwrap_or_default(),
+                    participants: members.iter().map(|m| m.user_id.clone()).collect(),
                     created_at: row.created_at,
                     last_seq: last_message.as_ref().map_or(0, |m| m.seq),
                     last_read_seq: seq_from_row(row.last_read_seq)?,
@@ -402,6 +411,8 @@ where
                     })?,
                     last_message,
                     listing: listing_card_from_row(row.listing_card.as_deref())?.map(Box::new),
+                    members,
+                    muted: row.muted,
                 })
             })
             .collect()

@@ -40,6 +40,8 @@ const ERASE_DEVICES: &str = "DELETE FROM user_devices WHERE user_id = $1";
 const ERASE_BLOCKS: &str = "DELETE FROM user_blocks WHERE blocker_id = $1 OR blocked_id = $1";
 const ERASE_REPORTER: &str = "UPDATE reports SET reporter_id = $2 WHERE reporter_id = $1";
 const ERASE_UPLOADER: &str = "UPDATE media_uploads SET uploader_id = $2 WHERE uploader_id = $1";
+const ERASE_PROFILE: &str = "DELETE FROM user_profiles WHERE user_id = $1";
+const ERASE_SETTINGS: &str = "DELETE FROM notification_settings WHERE user_id = $1";
 
 #[derive(FromRow)]
 pub(crate) struct ParticipationRow {
@@ -114,7 +116,7 @@ where
         audit: &AuditEntry,
     ) -> Result<Erased, StoreError> {
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let mut counts = [0u64; 7];
+        let mut counts = [0u64; 9];
         for (i, statement) in [
             ERASE_PUSH_JOBS,
             ERASE_MESSAGES,
@@ -123,6 +125,8 @@ where
             ERASE_BLOCKS,
             ERASE_REPORTER,
             ERASE_UPLOADER,
+            ERASE_PROFILE,
+            ERASE_SETTINGS,
         ]
         .into_iter()
         .enumerate()

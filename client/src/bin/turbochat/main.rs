@@ -69,6 +69,9 @@ struct Signing {
     /// Lifetime of minted tokens (e.g. 1h, 30m).
     #[arg(long, global = true, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// Display name in minted tokens (`name` claim): what others see.
+    #[arg(long, global = true)]
+    name: Option<String>,
 }
 
 impl Signing {
@@ -79,6 +82,8 @@ impl Signing {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             ttl: self.ttl,
+            name: self.name.clone(),
+            picture: None,
         }
     }
 }
@@ -321,11 +326,16 @@ async fn run(cli: Cli) -> Result<()> {
             let page = api()
                 .history(*conversation_id, *before, Some(*limit))
                 .await?;
+            let names = if *json {
+                Names::default()
+            } else {
+                Names::of(&api(), *conversation_id).await
+            };
             for message in page.messages.iter().rev() {
                 if *json {
                     println!("{}", serde_json::to_string(message)?);
                 } else {
-                    println!("{}", describe_message(message));
+                    println!("{}", describe_message(message, &names));
                 }
             }
         }
@@ -493,9 +503,13 @@ async fn chat(client: &Client, me: &str, conversation_id: ConversationId, last: 
         .history(conversation_id, None, Some(last.clamp(1, 200)))
         .await
         .context("cannot open the conversation")?;
+    let names = Names::from_views(
+        &client.conversations().await.unwrap_or_default(),
+        conversation_id,
+    );
     let mut since = 0;
     for message in page.messages.iter().rev() {
-        println!("{}", describe_message(message));
+        println!("{}", describe_message(message, &names));
         since = since.max(message.seq);
     }
     client.subscribe_from(conversation_id, since).await?;
@@ -521,7 +535,7 @@ async fn chat(client: &Client, me: &str, conversation_id: ConversationId, last: 
                 let Some(event) = event else { bail!("client stopped") };
                 match event {
                     Event::Message(message) if message.conversation_id == conversation_id => {
-                        println!("{}", describe_message(&message));
+                        println!("{}", describe_message(&message, &names));
                         if message.sender_id != me {
                             client.read(conversation_id, message.seq).await?;
                         }
@@ -586,29 +600,83 @@ async fn tail(
     }
 }
 
+/// Display names of a conversation's members (their user ids otherwise).
+#[derive(Debug, Default)]
+struct Names(std::collections::HashMap<String, String>);
+
+impl Names {
+    /// The names in `conversation`'s view among `views`.
+    fn from_views(views: &[ConversationView], conversation: ConversationId) -> Self {
+        views
+            .iter()
+            .find(|c| c.conversation_id == conversation)
+            .map(Self::of_view)
+            .unwrap_or_default()
+    }
+
+    fn of_view(view: &ConversationView) -> Self {
+        Names(
+            view.members
+                .iter()
+                .filter_map(|m| Some((m.user_id.clone(), m.name.clone()?)))
+                .collect(),
+        )
+    }
+
+    /// The names in `conversation` (none if the list cannot be read).
+    async fn of(api: &Api, conversation: ConversationId) -> Self {
+        Self::from_views(
+            &api.conversations(Some(500)).await.unwrap_or_default(),
+            conversation,
+        )
+    }
+
+    fn get<'a>(&'a self, user: &'a str) -> &'a str {
+        self.0.get(user).map_or(user, String::as_str)
+    }
+}
+
 fn describe_conversation(c: &ConversationView) -> String {
-    let about = match (&c.title, &c.listing_id) {
-        (Some(title), _) => format!(" \"{title}\""),
-        (None, Some(listing)) => format!(" listing={listing}"),
-        (None, None) => String::new(),
+    let names = Names::of_view(c);
+    let about = match (&c.listing, &c.title, &c.listing_id) {
+        (Some(card), _, _) => {
+            let price = card
+                .price
+                .as_ref()
+                .map(|p| {
+                    format!(
+                        " {}.{:02} {}",
+                        p.amount_minor / 100,
+                        p.amount_minor % 100,
+                        p.currency
+                    )
+                })
+                .unwrap_or_default();
+            format!(" \"{}\"{price}", card.title)
+        }
+        (None, Some(title), _) => format!(" \"{title}\""),
+        (None, None, Some(listing)) => format!(" listing={listing}"),
+        (None, None, None) => String::new(),
     };
     let last = c
         .last_message
         .as_ref()
-        .map(|m| format!("  last: #{} {}: {}", m.seq, m.sender_id, m.body))
+        .map(|m| format!("  last: #{} {}: {}", m.seq, names.get(&m.sender_id), m.body))
         .unwrap_or_default();
+    let people: Vec<&str> = c.participants.iter().map(|p| names.get(p)).collect();
     format!(
-        "{}  {}{}  [{}]  unread={}{}",
+        "{}  {}{}  [{}]  unread={}{}{}",
         c.conversation_id,
         c.kind.as_str(),
         about,
-        c.participants.join(","),
+        people.join(","),
         c.unread_count,
+        if c.muted { "  muted" } else { "" },
         last
     )
 }
 
-fn describe_message(m: &MessageView) -> String {
+fn describe_message(m: &MessageView, names: &Names) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(m.created_at.max(0) as u64);
     let media = m
         .media_key
@@ -620,14 +688,14 @@ fn describe_message(m: &MessageView) -> String {
             "#{} {} {}: (deleted)",
             m.seq,
             humantime::format_rfc3339_seconds(at),
-            m.sender_id
+            names.get(&m.sender_id)
         );
     }
     format!(
         "#{} {} {}: {}{}",
         m.seq,
         humantime::format_rfc3339_seconds(at),
-        m.sender_id,
+        names.get(&m.sender_id),
         m.body,
         media
     )

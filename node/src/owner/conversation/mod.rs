@@ -366,10 +366,17 @@ impl Owner<'_> {
             }
             Command::Refresh => match self.owners.store().load_conversation(self.id).await {
                 Ok(Some(loaded)) => {
+                    // A read cursor moved here may not be written yet:
+                    // the stored one is never newer than ours.
                     state.participants = loaded
                         .participants
                         .into_iter()
-                        .map(|p| (p.user_id.clone(), p))
+                        .map(|mut p| {
+                            if let Some(known) = state.participants.get(&p.user_id) {
+                                p.last_read_seq = p.last_read_seq.max(known.last_read_seq);
+                            }
+                            (p.user_id.clone(), p)
+                        })
                         .collect();
                     self.drop_non_participants(state);
                 }

@@ -114,6 +114,20 @@ impl Owner<'_> {
             DeliverKind::Subscribed,
             &subscribed,
         );
+        // The read-state snapshot: where every other participant has read
+        // to, so "seen" marks show when a chat opens, not only once the
+        // other reads again. (Typing is live-only; it expires in seconds.)
+        for (user, participant) in &state.participants {
+            if *user == user_id || participant.last_read_seq == 0 {
+                continue;
+            }
+            let read = ServerFrame::Read {
+                conversation_id: self.id,
+                user_id: user.clone(),
+                seq: participant.last_read_seq,
+            };
+            link.to_session(session_id, self.id, 0, DeliverKind::Event, &read);
+        }
         state
             .links
             .entry(link.id())
