@@ -41,22 +41,6 @@ export function mintToken(sub, { ttl = '1h', name, picture } = {}) {
   return execFileSync(required('TURBOCHAT_ROUTER_BIN'), args, { encoding: 'utf8' }).trim();
 }
 
-/**
- * Whether the server under test has issue 13's server half: `mint-token
- * --name/--picture`, `members` and `muted` in conversation views, the mute
- * endpoints. Its tests skip, saying why, against a server without it.
- */
-export const SERVER_HAS_PROFILES = (() => {
-  try {
-    const args = ['--config', required('TURBOCHAT_CONFIG'), 'mint-token', '--sub', 'probe', '--name', 'Probe'];
-    execFileSync(required('TURBOCHAT_ROUTER_BIN'), args, { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-export const NO_PROFILES = 'the server has no profiles yet (mint-token --name, members, mute): issue 13\'s server half';
-
 /** Headless Debian Chromium (Playwright's own builds cannot be downloaded here). */
 export function launch() {
   return chromium.launch({

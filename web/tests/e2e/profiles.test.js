@@ -10,8 +10,6 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   BASE,
-  NO_PROFILES,
-  SERVER_HAS_PROFILES,
   admin,
   api,
   assertNoErrors,
@@ -25,9 +23,6 @@ import {
   startChat,
   user,
 } from './harness.js';
-
-/** Skipped, saying why, against a server without issue 13's profiles. */
-const needsProfiles = { skip: SERVER_HAS_PROFILES ? false : NO_PROFILES };
 
 let browser;
 before(async () => {
@@ -112,7 +107,7 @@ test('the listing card the operator set shows in the list and under the chat hea
   }
 });
 
-test('names, pictures and the listing card in the list and the chat header', needsProfiles, async () => {
+test('names, pictures and the listing card in the list and the chat header', async () => {
   const aliceId = user('alice');
   const bobId = user('bob');
   const alice = await named(aliceId, 'Alice Martin', `https://avatars.turbocar.test/${aliceId}.png`);
@@ -175,7 +170,7 @@ test('names, pictures and the listing card in the list and the chat header', nee
   }
 });
 
-test('in a group, messages carry their sender\'s name and picture', needsProfiles, async () => {
+test('in a group, messages carry their sender\'s name and picture', async () => {
   const alice = await named(user('alice'), 'Alice Martin');
   const bob = await named(user('bob'), 'Bob Smith');
   const carolId = user('carol');
@@ -213,7 +208,7 @@ test('in a group, messages carry their sender\'s name and picture', needsProfile
   }
 });
 
-test('mute from the chat header; the list shows it; it holds across a reload', needsProfiles, async () => {
+test('mute from the chat header; the list shows it; it holds across a reload', async () => {
   const alice = await named(user('alice'), 'Alice Martin');
   const bob = await named(user('bob'), 'Bob Smith');
   const id = await startChat(bob.page, alice.sub);
