@@ -42,7 +42,8 @@ pub struct Config {
     /// Operators of the admin API (none by default: it refuses everyone).
     #[serde(default)]
     pub admin: crate::safety::admin::AdminConfig,
-    /// The routers' sections (`[router]`, `[auth]`, `[limits]`, `[media]`).
+    /// The routers' sections (`[router]`, `[auth]`, `[limits]`, `[media]`,
+    /// `[web]`).
     #[serde(default, rename = "router")]
     _router: serde::de::IgnoredAny,
     #[serde(default, rename = "auth")]
@@ -51,6 +52,8 @@ pub struct Config {
     _limits: serde::de::IgnoredAny,
     #[serde(default, rename = "media")]
     _media: serde::de::IgnoredAny,
+    #[serde(default, rename = "web")]
+    _web: serde::de::IgnoredAny,
 }
 
 /// `[node]`.

@@ -1,5 +1,6 @@
-//! Router configuration: the `[router]`, `[auth]` and `[limits]` sections of
-//! the shared config file, with `TURBOCHAT_*` overrides.
+//! Router configuration: the `[router]`, `[auth]`, `[limits]`, `[media]`
+//! and `[web]` sections of the shared config file, with `TURBOCHAT_*`
+//! overrides.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub struct Config {
     /// Media uploads (a local directory unless configured).
     #[serde(default)]
     pub media: crate::media::MediaConfig,
+    /// The browser client's settings (web push; none by default).
+    #[serde(default)]
+    pub web: crate::web_push::WebConfig,
     /// The nodes' sections (`[node]`, `[store]`, `[owner]`, `[push]`,
     /// `[safety]`, `[moderation]`, `[admin]`).
     #[serde(default, rename = "node")]
@@ -290,6 +294,7 @@ impl Config {
             ));
         }
         crate::auth::Verifier::from_config(&self.auth).map_err(|e| ConfigError::key("auth", e))?;
+        self.web.validate()?;
         Ok(())
     }
 }
@@ -314,6 +319,37 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn web_push_comes_from_the_environment_and_refuses_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TURBOCHAT_WEB__PUSH__VAPID_KEY", "BKey_0123-abc");
+            jail.set_env("TURBOCHAT_WEB__PUSH__FIREBASE__API_KEY", "AIza-test");
+            jail.set_env("TURBOCHAT_WEB__PUSH__FIREBASE__PROJECT_ID", "turbocar");
+            // Digits only: the environment hands it over as a number.
+            jail.set_env(
+                "TURBOCHAT_WEB__PUSH__FIREBASE__MESSAGING_SENDER_ID",
+                "905412345678",
+            );
+            jail.set_env(
+                "TURBOCHAT_WEB__PUSH__FIREBASE__APP_ID",
+                "1:905412345678:web:abc",
+            );
+            let config: Config = turbochat_service::config::load(Some(&shipped("dev.toml")))
+                .map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            let push = config.web.push.expect("configured");
+            assert_eq!(push.firebase.messaging_sender_id, "905412345678");
+            assert_eq!(push.sdk_url, crate::web_push::DEFAULT_SDK_URL);
+            jail.set_env("TURBOCHAT_WEB__PUSH__VAPID", "BKey");
+            let err = turbochat_service::config::load::<Config>(Some(&shipped("dev.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("web.push.vapid: unknown key"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

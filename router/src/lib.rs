@@ -18,6 +18,7 @@ pub mod listener;
 pub mod media;
 pub mod sessions;
 pub mod web;
+pub mod web_push;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -284,7 +285,7 @@ pub async fn run_with_local(
             "/conversations",
             get(http::list_conversations).post(http::create_conversation),
         )
-        .merge(web::routes())
+        .merge(web::routes(&config.web))
         .fallback(http::not_found)
         .with_state(app.clone())
         .merge(turbochat_service::ops::probes(readiness.clone()))

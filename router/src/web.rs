@@ -4,12 +4,19 @@
 //! The client is plain HTML, CSS and ES modules under `web/` (tests under
 //! `web/tests/` are not served). Every response carries a strong `ETag`
 //! computed at compile time, so a reload costs one `304` per file; the
-//! page's content security policy allows only this origin.
+//! page's content security policy allows only this origin, images from any
+//! `https:` origin (listing photos, avatars), and what `[web.push]`
+//! configures (see [`crate::web_push`]). `/sw.js` is the service worker
+//! that shows web push notifications (scope `/`, so it needs no
+//! `Service-Worker-Allowed`); `/client-config.json` tells the page the
+//! web push settings.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+
+use crate::web_push::WebConfig;
 
 /// One file of the client.
 struct Asset {
@@ -26,11 +33,25 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
-/// Only this origin: scripts, styles, images, and the API and WebSocket
-/// (`'self'` covers `ws:`/`wss:` to the same host).
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     frame-ancestors 'none'; form-action 'none'";
+/// The page's policy: this origin for scripts, styles, the API and the
+/// WebSocket (`'self'` covers `ws:`/`wss:` to the same host); images also
+/// from `https:` (listing photos and avatars are operator or identity
+/// provider URLs); `scripts` and `connects` are what `[web.push]` adds.
+fn content_security_policy(scripts: &[String], connects: &[String]) -> String {
+    let with = |base: &str, extra: &[String]| {
+        std::iter::once(base)
+            .chain(extra.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "default-src 'self'; script-src {}; style-src 'self'; img-src 'self' data: blob: https:; \
+         connect-src {}; object-src 'none'; base-uri 'none'; \
+         frame-ancestors 'none'; form-action 'none'",
+        with("'self'", scripts),
+        with("'self'", connects),
+    )
+}
 
 macro_rules! asset {
     ($path:literal, $file:literal, $content_type:expr) => {{
@@ -55,9 +76,11 @@ const ASSETS: &[Asset] = &[
     asset!("/index.html", "index.html", HTML),
     asset!("/style.css", "style.css", CSS),
     asset!("/favicon.svg", "favicon.svg", SVG),
+    asset!("/sw.js", "sw.js", JS),
     asset!("/js/api.js", "js/api.js", JS),
     asset!("/js/app.js", "js/app.js", JS),
     asset!("/js/backoff.js", "js/backoff.js", JS),
+    asset!("/js/cards.js", "js/cards.js", JS),
     asset!("/js/chat-view.js", "js/chat-view.js", JS),
     asset!("/js/client.js", "js/client.js", JS),
     asset!("/js/connection.js", "js/connection.js", JS),
@@ -66,6 +89,8 @@ const ASSETS: &[Asset] = &[
     asset!("/js/list-view.js", "js/list-view.js", JS),
     asset!("/js/login-view.js", "js/login-view.js", JS),
     asset!("/js/outbox.js", "js/outbox.js", JS),
+    asset!("/js/push.js", "js/push.js", JS),
+    asset!("/js/push-view.js", "js/push-view.js", JS),
     asset!("/js/session.js", "js/session.js", JS),
     asset!("/js/status-view.js", "js/status-view.js", JS),
 ];
@@ -89,17 +114,40 @@ const fn etag(bytes: &[u8]) -> [u8; 18] {
     tag
 }
 
-/// `GET /`, `/style.css`, `/js/*.js`, ...: the browser client.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
+/// `GET /`, `/style.css`, `/js/*.js`, `/sw.js`, ...: the browser client;
+/// `GET /client-config.json`: what `config` tells it.
+pub fn routes<S: Clone + Send + Sync + 'static>(config: &WebConfig) -> Router<S> {
+    let (scripts, connects) = config.csp_sources();
+    let csp = HeaderValue::from_str(&content_security_policy(&scripts, &connects))
+        .expect("validated origins are header-safe");
+    let client_config = bytes::Bytes::from(
+        serde_json::to_vec(&config.client_config()).expect("plain strings serialize"),
+    );
+    let router = Router::new().route(
+        "/client-config.json",
+        get(move || {
+            let body = client_config.clone();
+            async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    body,
+                )
+            }
+        }),
+    );
+    ASSETS.iter().fold(router, |router, asset| {
+        let csp = csp.clone();
         router.route(
             asset.path,
-            get(move |headers: HeaderMap| async move { serve(asset, &headers) }),
+            get(move |headers: HeaderMap| async move { serve(asset, &csp, &headers) }),
         )
     })
 }
 
-fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
+fn serve(asset: &'static Asset, csp: &HeaderValue, request: &HeaderMap) -> Response {
     let etag = HeaderValue::from_static(asset.etag);
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag.clone());
@@ -111,10 +159,7 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     if asset.content_type == HTML {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
         headers.insert(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
@@ -154,6 +199,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_service_worker_is_served_at_the_root() {
+        // Its scope is the directory it is served from: `/` needs `/sw.js`.
+        assert!(ASSETS
+            .iter()
+            .any(|a| a.path == "/sw.js" && a.content_type == JS));
+    }
+
+    #[test]
+    fn the_policy_adds_only_what_push_configures() {
+        let plain = content_security_policy(&[], &[]);
+        assert!(plain.contains("script-src 'self';"), "{plain}");
+        assert!(plain.contains("connect-src 'self';"), "{plain}");
+        assert!(
+            plain.contains("img-src 'self' data: blob: https:;"),
+            "{plain}"
+        );
+        let push = content_security_policy(
+            &["https://www.gstatic.com".into()],
+            &["https://fcmregistrations.googleapis.com".into()],
+        );
+        assert!(
+            push.contains("script-src 'self' https://www.gstatic.com;"),
+            "{push}"
+        );
+        assert!(
+            push.contains("connect-src 'self' https://fcmregistrations.googleapis.com;"),
+            "{push}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 // The HTTP API (docs/protocol.md, "HTTP API"): the conversation list,
-// creating conversations, history pages. Every call carries the token as
+// creating conversations, history pages, muting, devices for push. Every call carries the token as
 // `Authorization: Bearer`; errors come back as ApiError with the server's
 // stable code.
 
@@ -136,6 +136,22 @@ export class Api {
   /** `DELETE /conversations/{id}/messages/{seq}`: unsends your message. */
   unsend(conversation_id, seq) {
     return this.request('DELETE', `/conversations/${encodeURIComponent(conversation_id)}/messages/${seq}`);
+  }
+
+  /** `PUT` / `DELETE /conversations/{id}/mute`: no pushes from it for
+   * this user (on every device); resolves to `{conversation_id, muted}`. */
+  setMuted(conversation_id, muted) {
+    return this.request(muted ? 'PUT' : 'DELETE', `/conversations/${encodeURIComponent(conversation_id)}/mute`);
+  }
+
+  /** `PUT /devices`: this browser's FCM token gets the user's pushes. */
+  registerDevice(token, platform = 'web') {
+    return this.request('PUT', '/devices', { token, platform });
+  }
+
+  /** `DELETE /devices/{token}`: no more pushes to it (idempotent). */
+  deleteDevice(token) {
+    return this.request('DELETE', `/devices/${encodeURIComponent(token)}`);
   }
 
   /** `GET /history`: a page, newest first, and the next page's `before_seq`. */

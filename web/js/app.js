@@ -14,8 +14,11 @@ import { ChatView } from './chat-view.js';
 import { h, fill } from './dom.js';
 import { ListView } from './list-view.js';
 import { renderLogin } from './login-view.js';
+import { WebPush } from './push.js';
+import { PushView } from './push-view.js';
 import { clearToken, loadSession, parseToken, saveToken } from './session.js';
 import { StatusView } from './status-view.js';
+import { avatar } from './cards.js';
 
 const storage = window.localStorage;
 const root = document.getElementById('app');
@@ -87,6 +90,9 @@ function showLogin(error) {
 }
 
 function signOut(reason) {
+  // This browser's push token goes with the session (best effort: the
+  // request may fail, e.g. offline or with an expired token).
+  shell?.push.forget().catch(() => {});
   clearToken(storage);
   if (parseRoute().name === 'chat') sessionStorage.setItem(RETURN_KEY, location.hash);
   history.replaceState(null, '', '#/login');
@@ -105,6 +111,9 @@ class Shell {
     this.chat = null;
     this.pending = false;
     this.status = new StatusView(this.client.connection);
+    this.push = new WebPush({ api: this.client.api, storage, me: this.client.me, env: window });
+    this.pushView = new PushView(this.push);
+    const { name, picture } = session.claims;
     this.list = new ListView(this.client, { onCreated: (id) => (location.hash = `#/c/${encodeURIComponent(id)}`) });
     this.main = h('main', { class: 'main', id: 'main' });
     this.toasts = h('div', { class: 'toasts', role: 'status', 'aria-live': 'polite' });
@@ -119,7 +128,14 @@ class Shell {
         h(
           'div',
           { class: 'account' },
-          h('span', { class: 'me' }, h('span', { class: 'visually-hidden' }, 'Signed in as '), this.client.me),
+          this.pushView.el,
+          typeof name === 'string' && name ? avatar({ name, url: picture, size: 'small' }) : null,
+          h(
+            'span',
+            { class: 'me' },
+            h('span', { class: 'visually-hidden' }, 'Signed in as '),
+            typeof name === 'string' && name ? [name, ' ', h('span', { class: 'me-id' }, this.client.me)] : this.client.me,
+          ),
           h('button', { type: 'button', class: 'link', onclick: () => signOut() }, 'Sign out'),
         ),
       ),
@@ -147,6 +163,7 @@ class Shell {
     window.addEventListener('storage', this.listeners.storage);
     document.addEventListener('visibilitychange', this.listeners.visibilitychange);
     this.client.start();
+    this.push.refresh();
   }
 
   /** Shows a conversation, or the list (and an empty main pane) for null. */
@@ -189,6 +206,20 @@ class Shell {
     this.list.render();
     this.chat?.render();
     if (!this.chat) document.title = 'turbochat';
+    this.renderBadge();
+  }
+
+  /** The installed app's badge: the unread total (the service worker sets
+   * it from pushes while no page is open; reading here brings it down). */
+  renderBadge() {
+    if (!this.client.list.loaded || !('setAppBadge' in navigator)) return;
+    const total = this.client.unreadTotal();
+    if (total === this.badge) return;
+    this.badge = total;
+    // A nicety: refused when the page is not an installed app, say.
+    Promise.resolve()
+      .then(() => (total > 0 ? navigator.setAppBadge(total) : navigator.clearAppBadge()))
+      .catch(() => {});
   }
 
   toast(message) {
@@ -201,11 +232,24 @@ class Shell {
     this.client.stop();
     this.chat?.destroy();
     this.status.destroy();
+    this.pushView.destroy();
     window.removeEventListener('online', this.listeners.online);
     window.removeEventListener('offline', this.listeners.offline);
     window.removeEventListener('storage', this.listeners.storage);
     document.removeEventListener('visibilitychange', this.listeners.visibilitychange);
   }
+}
+
+// A click on a notification, with a window of ours already open: the
+// service worker tells it which chat to show (sw.js).
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.addEventListener('message', (event) => {
+    const { type, conversation_id: id } = event.data ?? {};
+    if (type === 'open-conversation' && typeof id === 'string' && id) {
+      location.hash = `#/c/${encodeURIComponent(id)}`;
+    }
+  });
+  navigator.serviceWorker.startMessages();
 }
 
 window.addEventListener('hashchange', onRoute);

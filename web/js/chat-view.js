@@ -1,6 +1,8 @@
-// One open conversation: header, messages (with older pages on scroll),
-// typing line, composer. Marks messages read as they scroll into view.
+// One open conversation: header (who, the listing's card, mute, block),
+// messages (with older pages on scroll), typing line, composer. Marks
+// messages read as they scroll into view.
 
+import { avatar, listingCard, setAvatar } from './cards.js';
 import { h, fill, reconcile, shortTime, longTime } from './dom.js';
 
 /** The server's default `owner.max_body_chars`; the server has the final
@@ -44,7 +46,15 @@ export class ChatView {
       'data-testid': 'block',
       onclick: () => this.toggleBlock(),
     });
+    this.muteButton = h('button', {
+      type: 'button',
+      class: 'link mute',
+      'data-testid': 'mute',
+      onclick: () => this.toggleMute(),
+    });
     this.avatar = h('span', { class: 'avatar', 'aria-hidden': 'true' });
+    /** The listing's card, under the header's first line. */
+    this.card = h('div', { class: 'chat-listing', 'data-testid': 'chat-listing' });
     this.olderButton = h(
       'button',
       { type: 'button', class: 'link', onclick: () => this.loadOlder() },
@@ -123,13 +133,19 @@ export class ChatView {
         'header',
         { class: 'chat-header' },
         h(
-          'a',
-          { href: '#/', class: 'back', 'aria-label': 'Back to chats' },
-          h('span', { 'aria-hidden': 'true' }, '‹'),
+          'div',
+          { class: 'chat-header-row' },
+          h(
+            'a',
+            { href: '#/', class: 'back', 'aria-label': 'Back to chats' },
+            h('span', { 'aria-hidden': 'true' }, '‹'),
+          ),
+          this.avatar,
+          h('div', { class: 'chat-heading' }, this.title, this.subtitle),
+          this.muteButton,
+          this.blockButton,
         ),
-        this.avatar,
-        h('div', { class: 'chat-heading' }, this.title, this.subtitle),
-        this.blockButton,
+        this.card,
       ),
       this.scroller,
       this.notice,
@@ -249,6 +265,20 @@ export class ChatView {
     this.render();
   }
 
+  /** Mutes the conversation (no pushes from it), or lifts it. */
+  async toggleMute() {
+    const muted = !this.conversation.muted;
+    this.muteButton.disabled = true;
+    try {
+      await this.client.setMuted(this.id, muted);
+      this.actionNotice = '';
+    } catch (err) {
+      this.actionNotice = `Could not ${muted ? 'mute' : 'unmute'} this conversation: ${err.message}`;
+    }
+    this.muteButton.disabled = false;
+    this.render();
+  }
+
   /** Files the open report form's report. */
   async sendReport(seq, reason) {
     try {
@@ -294,14 +324,35 @@ export class ChatView {
     const peers = c.peers(me);
     const title = c.view || c.historyLoaded || c.error ? c.title(me) : 'Loading…';
     if (this.title.textContent !== title) this.title.textContent = title;
-    this.avatar.textContent = (peers[0] ?? title).slice(0, 1).toUpperCase();
+    const face = c.view?.kind === 'group' || !peers.length ? null : c.member(peers[0]);
+    setAvatar(this.avatar, { name: face ? c.nameOf(face.user_id) : title, url: face?.avatar_url });
     const online = peers.filter((p) => client.presence.get(p) === true);
+    const card = c.view?.listing?.title ? c.view.listing : null;
     const sub = [];
-    if (c.view?.listing_id) sub.push(`About ${c.view.listing_id}`);
+    // A direct chat's id shows under the name when the name is not the id.
+    if (face && c.nameOf(face.user_id) !== face.user_id) sub.push(face.user_id);
+    if (c.view?.listing_id && !card) sub.push(`About ${c.view.listing_id}`);
     if (c.view?.kind === 'group') sub.push(`${c.view.participants.length} people`);
-    if (online.length) sub.push(peers.length === 1 ? 'online' : `${online.join(', ')} online`);
-    fill(this.subtitle, sub.join(' · '));
+    if (online.length) sub.push(peers.length === 1 ? 'online' : `${online.map((p) => c.nameOf(p)).join(', ')} online`);
+    const subText = sub.join(' · ');
+    if (this.subtitle.textContent !== subText) fill(this.subtitle, subText);
     document.title = `${title} · turbochat`;
+
+    // The listing's card, re-built only when it changed (its photo would
+    // flicker otherwise).
+    const cardKey = card ? JSON.stringify(card) : '';
+    if (this.card.dataset.key !== cardKey) {
+      this.card.dataset.key = cardKey;
+      fill(this.card, card ? listingCard(card) : null);
+    }
+    this.card.hidden = !card;
+
+    // Mute: pushes from this conversation, for this user.
+    this.muteButton.hidden = !c.view || Boolean(c.error);
+    const muteLabel = c.muted ? 'Unmute' : 'Mute';
+    if (this.muteButton.textContent !== muteLabel) this.muteButton.textContent = muteLabel;
+    this.muteButton.setAttribute('aria-pressed', c.muted ? 'true' : 'false');
+    this.muteButton.title = c.muted ? 'Muted: no notifications from this chat' : 'No notifications from this chat';
 
     // Block: direct conversations only (groups are shared rooms).
     const peer = c.view?.kind === 'direct' ? peers[0] : undefined;
@@ -363,7 +414,7 @@ export class ChatView {
     this.ready = c.historyLoaded;
 
     // Typing.
-    const typists = c.typists(now);
+    const typists = c.typists(now).map((user) => c.nameOf(user));
     const typing =
       typists.length === 0
         ? ''
@@ -396,7 +447,7 @@ export class ChatView {
     let state = 'received';
     let readers = [];
     if (mine) {
-      readers = this.conversation.readBy(m.seq);
+      readers = this.conversation.readBy(m.seq).map((user) => this.conversation.nameOf(user));
       state = readers.length ? 'read' : 'sent';
     }
     return {
@@ -404,6 +455,8 @@ export class ChatView {
       seq: m.seq,
       mine,
       author: m.sender_id,
+      authorName: this.conversation.nameOf(m.sender_id),
+      authorPicture: this.conversation.member(m.sender_id).avatar_url ?? '',
       body: m.body,
       media: m.kind === 'media' && m.media_key ? this.client.mediaUrl(m.media_key) ?? 'loading' : undefined,
       system: m.kind === 'system',
@@ -454,8 +507,13 @@ export class ChatView {
       h('time', { datetime: r.time ? new Date(r.time).toISOString() : false, title: longTime(r.time) }, shortTime(r.time, now)),
       r.mine ? this.stateLabel(r) : null,
     );
+    const showAuthor = group && !r.mine && !r.system;
     const children = [
-      h('span', { class: r.mine || !group ? 'author visually-hidden' : 'author' }, r.mine ? 'You:' : `${r.author}:`),
+      h(
+        'span',
+        { class: showAuthor ? 'author' : 'author visually-hidden', title: r.authorName && r.authorName !== r.author ? r.author : false },
+        r.mine ? 'You:' : `${r.authorName ?? r.author}:`,
+      ),
       r.deleted ? h('p', { class: 'body tombstone', 'data-testid': 'tombstone' }, 'This message was deleted') : null,
       !r.deleted && r.media ? this.mediaElement(r.media) : null,
       !r.deleted && r.body ? h('p', { class: 'body' }, r.body) : null,
@@ -473,7 +531,9 @@ export class ChatView {
         ),
       );
     }
-    return fill(item, h('div', { class: 'bubble' }, children));
+    // In a group, others' messages carry the sender's face.
+    const face = showAuthor ? avatar({ name: r.authorName ?? r.author, url: r.authorPicture, size: 'small' }) : null;
+    return fill(item, face, h('div', { class: 'bubble' }, children));
   }
 
   /** Report (others' messages) or Unsend (ours), and the report form. */

@@ -169,6 +169,27 @@ export class ChatClient extends EventTarget {
     return view.conversation_id;
   }
 
+  /** Mutes or unmutes a conversation for this user (pushes only: the
+   * live stream is unchanged), as the server answers. */
+  async setMuted(id, muted) {
+    const conversation = this.conversation(id);
+    const answer = await this.api.setMuted(id, muted);
+    if (conversation.view) {
+      conversation.view = { ...conversation.view, muted: answer?.muted ?? muted };
+    }
+    this.changed('conversation', id);
+    return conversation.muted;
+  }
+
+  /** Unread messages over all conversations (the app badge). */
+  unreadTotal() {
+    let total = 0;
+    for (const conversation of this.conversations.values()) {
+      if (conversation.view && !conversation.error) total += conversation.unread(this.me);
+    }
+    return total;
+  }
+
   /** The user opened a conversation: make sure it is live and has its
    * newest page of history. */
   open(id) {

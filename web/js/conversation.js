@@ -16,6 +16,9 @@ export class Conversation {
     this.id = id;
     /** @type {any} ConversationView fields (kind, participants, ...) once known */
     this.view = null;
+    /** @type {Map<string, {user_id: string, name?: string, avatar_url?: string}>}
+     * participants' profiles from `view.members` */
+    this.members = new Map();
     /** @type {Map<number, any>} seq -> MessageView */
     this.messages = new Map();
     /** @type {number[] | null} sorted seqs, rebuilt lazily */
@@ -48,6 +51,7 @@ export class Conversation {
   /** Takes the server's view (list entry, POST answer, `conversation` frame). */
   applyView(view) {
     this.view = view;
+    this.members = new Map((view.members ?? []).map((m) => [m.user_id, m]));
     this.lastSeq = Math.max(this.lastSeq, view.last_seq ?? 0);
     if (typeof view.last_read_seq === 'number' && view.last_read_seq >= this.myRead) {
       this.myRead = view.last_read_seq;
@@ -151,11 +155,28 @@ export class Conversation {
     return people.filter((p) => p !== me);
   }
 
+  /** A participant's profile: `{user_id, name?, avatar_url?}` (the id
+   * alone when the server knows no more, e.g. they never signed in). */
+  member(user_id) {
+    return this.members.get(user_id) ?? { user_id };
+  }
+
+  /** What to call a participant: their name, else their user id. */
+  nameOf(user_id) {
+    const name = this.members.get(user_id)?.name;
+    return typeof name === 'string' && name.trim() ? name.trim() : user_id;
+  }
+
+  /** The viewer muted it (no pushes; the server's word, or ours just set). */
+  get muted() {
+    return this.view?.muted === true;
+  }
+
   /** What to call it in the list and the header. */
   title(me) {
     if (this.view?.title) return this.view.title;
     const peers = this.peers(me);
-    if (peers.length) return peers.join(', ');
+    if (peers.length) return peers.map((p) => this.nameOf(p)).join(', ');
     return 'Conversation';
   }
 }

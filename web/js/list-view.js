@@ -1,6 +1,7 @@
-// The sidebar: "new conversation" form and the conversation list (last
-// message, time, unread badge, typing).
+// The sidebar: "new conversation" form and the conversation list (avatar,
+// name, listing card, last message, time, unread badge, typing, muted).
 
+import { avatar, listingCard } from './cards.js';
 import { h, fill, reconcile, shortTime, longTime } from './dom.js';
 
 export class ListView {
@@ -128,7 +129,8 @@ export class ListView {
     let preview = '';
     let previewState = '';
     if (typists.length) {
-      preview = typists.length === 1 ? `${typists[0]} is typing…` : 'several people are typing…';
+      preview =
+        typists.length === 1 ? `${conversation.nameOf(typists[0])} is typing…` : 'several people are typing…';
       previewState = 'typing';
     } else if (newestQueued) {
       preview = `You: ${newestQueued.body || (newestQueued.media_key ? 'Photo' : '')}`;
@@ -136,15 +138,28 @@ export class ListView {
     } else if (last) {
       const text =
         last.kind === 'deleted' ? 'Message deleted' : last.kind === 'media' ? last.body || 'Photo' : last.body;
-      preview = last.sender_id === me ? `You: ${text}` : text;
+      const group = conversation.view?.kind === 'group';
+      preview =
+        last.sender_id === me
+          ? `You: ${text}`
+          : group && last.kind !== 'system'
+            ? `${conversation.nameOf(last.sender_id)}: ${text}`
+            : text;
     }
     const peers = conversation.peers(me);
+    const title = conversation.title(me);
+    // A direct conversation shows the other person; a group its title.
+    const face = conversation.view?.kind === 'group' || !peers.length ? null : conversation.member(peers[0]);
+    const card = conversation.view?.listing;
     return {
       id: conversation.id,
-      title: conversation.title(me),
-      listing: conversation.view?.listing_id ?? '',
-      initial: (peers[0] ?? conversation.title(me) ?? '?').slice(0, 1).toUpperCase(),
+      title,
+      listing: card?.title ? '' : (conversation.view?.listing_id ?? ''),
+      card: card?.title ? card : null,
+      avatarName: face ? conversation.nameOf(face.user_id) : title,
+      avatarUrl: face?.avatar_url ?? '',
       online: peers.some((p) => this.client.presence.get(p) === true),
+      muted: conversation.muted,
       preview,
       previewState,
       time: last?.created_at ?? conversation.view?.created_at ?? 0,
@@ -171,7 +186,7 @@ export class ListView {
         class: 'conversation-link',
         'aria-current': s.selected ? 'page' : false,
       },
-      h('span', { class: 'avatar', 'aria-hidden': 'true', dataset: { online: s.online ? 'yes' : 'no' } }, s.initial),
+      avatar({ name: s.avatarName, url: s.avatarUrl, online: s.online }),
       h(
         'span',
         { class: 'conversation-text' },
@@ -180,8 +195,16 @@ export class ListView {
           { class: 'conversation-top' },
           h('span', { class: 'conversation-title' }, s.title),
           s.listing ? h('span', { class: 'listing' }, s.listing) : null,
+          s.muted
+            ? h(
+                'span',
+                { class: 'muted-icon', title: 'Muted', 'data-testid': 'muted' },
+                h('span', { class: 'visually-hidden' }, 'muted'),
+              )
+            : null,
           h('time', { datetime: s.time ? new Date(s.time).toISOString() : false, title: longTime(s.time) }, s.timeText),
         ),
+        s.card ? listingCard(s.card, { compact: true }) : null,
         h(
           'span',
           { class: 'conversation-bottom' },

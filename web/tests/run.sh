@@ -10,6 +10,11 @@
 # Needs: Debian's chromium (installed here if missing), node >= 20, npm,
 # cargo. Playwright drives the system Chromium through playwright-core;
 # it never downloads a browser. Screenshots land in web/tests/screenshots/.
+#
+# Exported to the tests: TURBOCHAT_URL (the router), TURBOCHAT_OPS_URL,
+# TURBOCHAT_ADMIN_URL and TURBOCHAT_ADMIN_SECRET (the node's admin API),
+# TURBOCHAT_PUSH_FILE (the node's file push backend), TURBOCHAT_WEB_PUSH_*
+# (the router's [web.push], whose SDK host the tests answer themselves).
 set -euo pipefail
 
 TESTS=$(cd "$(dirname "$0")" && pwd)
@@ -97,26 +102,52 @@ start() {
   done
 }
 
+# The admin API's operator (listing cards are set through it), a secret per
+# run. Pushes go to a file (the node's `file` backend: one FCM v1 message per
+# line) that the push test reads and delivers to the browser itself.
+ADMIN_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))')
+PUSH_FILE="$WORK/push.jsonl"
+# Web push as an operator would configure it, except that the Firebase JS
+# SDK's URL is a host under .test, answered by the tests with a stub: no
+# test ever reaches Google.
+WEB_PUSH_SDK_URL="https://firebase-sdk.turbocar.test/12.0.0"
+WEB_PUSH_SENDER_ID=905412345678
+
 log "starting node and router (data in $WORK)"
 start node-1 turbochat-node \
   TURBOCHAT_NODE__ID=node-1 \
   TURBOCHAT_NODE__GRPC_LISTEN=127.0.0.1:0 \
   TURBOCHAT_NODE__HTTP_LISTEN=127.0.0.1:0 \
   TURBOCHAT_NODE__DRAIN_TIMEOUT=2s \
-  TURBOCHAT_STORE__URL="sqlite:$WORK/turbochat.db"
+  TURBOCHAT_STORE__URL="sqlite:$WORK/turbochat.db" \
+  TURBOCHAT_ADMIN__OPERATORS="[{name=\"web-tests\",secret=\"$ADMIN_SECRET\"}]" \
+  TURBOCHAT_PUSH__BACKEND=file \
+  TURBOCHAT_PUSH__FILE__PATH="$PUSH_FILE"
 GRPC=$(ready_field node-1 grpc)
+NODE_HTTP=$(ready_field node-1 http)
 start router-1 turbochat-router \
   TURBOCHAT_ROUTER__ID=router-1 \
   TURBOCHAT_ROUTER__LISTEN=127.0.0.1:0 \
   TURBOCHAT_ROUTER__OPS_LISTEN=127.0.0.1:0 \
   TURBOCHAT_ROUTER__DRAIN_TIMEOUT=1s \
-  TURBOCHAT_ROUTER__NODES="[{id=\"node-1\",grpc=\"http://$GRPC\"}]"
+  TURBOCHAT_ROUTER__NODES="[{id=\"node-1\",grpc=\"http://$GRPC\"}]" \
+  TURBOCHAT_WEB__PUSH__SDK_URL="$WEB_PUSH_SDK_URL" \
+  TURBOCHAT_WEB__PUSH__VAPID_KEY=BTurbochatWebTestsVapidKey_not-a-real-key_0123456789 \
+  TURBOCHAT_WEB__PUSH__FIREBASE__API_KEY=web-tests-api-key \
+  TURBOCHAT_WEB__PUSH__FIREBASE__PROJECT_ID=turbochat-web-tests \
+  TURBOCHAT_WEB__PUSH__FIREBASE__MESSAGING_SENDER_ID="$WEB_PUSH_SENDER_ID" \
+  TURBOCHAT_WEB__PUSH__FIREBASE__APP_ID="1:$WEB_PUSH_SENDER_ID:web:0123456789abcdef"
 ROUTER=$(ready_field router-1 http)
 OPS=$(ready_field router-1 ops)
-log "router at http://$ROUTER, operators at http://$OPS (node gRPC $GRPC)"
+log "router at http://$ROUTER, operators at http://$OPS (node gRPC $GRPC, admin http://$NODE_HTTP)"
 
 export TURBOCHAT_URL="http://$ROUTER"
 export TURBOCHAT_OPS_URL="http://$OPS"
+export TURBOCHAT_ADMIN_URL="http://$NODE_HTTP"
+export TURBOCHAT_ADMIN_SECRET="$ADMIN_SECRET"
+export TURBOCHAT_PUSH_FILE="$PUSH_FILE"
+export TURBOCHAT_WEB_PUSH_SDK_URL="$WEB_PUSH_SDK_URL"
+export TURBOCHAT_WEB_PUSH_SENDER_ID="$WEB_PUSH_SENDER_ID"
 export TURBOCHAT_ROUTER_BIN="$BIN/turbochat-router"
 export TURBOCHAT_CONFIG="$ROOT/configs/dev.toml"
 export CHROMIUM

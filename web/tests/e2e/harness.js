@@ -1,6 +1,8 @@
 // Helpers for the end-to-end tests: the router started by run.sh, dev
 // tokens from its `mint-token`, Chromium from Debian, users signed in in
-// their own browser contexts, polling with a deadline, screenshots.
+// their own browser contexts, polling with a deadline, screenshots, the
+// node's admin API, and pictures from hosts under `.test` (no test lets the
+// browser reach the internet).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -8,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 function required(name) {
@@ -27,13 +30,15 @@ export function user(name) {
   return `${name}-${randomBytes(3).toString('hex')}`;
 }
 
-/** A dev token for `sub`, minted by the router binary with the dev config. */
-export function mintToken(sub, ttl = '1h') {
-  return execFileSync(
-    required('TURBOCHAT_ROUTER_BIN'),
-    ['--config', required('TURBOCHAT_CONFIG'), 'mint-token', '--sub', sub, '--ttl', ttl],
-    { encoding: 'utf8' },
-  ).trim();
+/**
+ * A dev token for `sub`, minted by the router binary with the dev config;
+ * `name` and `picture` become the JWT's profile claims.
+ */
+export function mintToken(sub, { ttl = '1h', name, picture } = {}) {
+  const args = ['--config', required('TURBOCHAT_CONFIG'), 'mint-token', '--sub', sub, '--ttl', ttl];
+  if (name) args.push('--name', name);
+  if (picture) args.push('--picture', picture);
+  return execFileSync(required('TURBOCHAT_ROUTER_BIN'), args, { encoding: 'utf8' }).trim();
 }
 
 /** Headless Debian Chromium (Playwright's own builds cannot be downloaded here). */
@@ -56,12 +61,13 @@ export function launch() {
 
 /**
  * A user in their own browser context (own localStorage), signed in through
- * the `#/login?token=` link or by pasting the token into the form.
+ * the `#/login?token=` link or by pasting the token into the form; `name`
+ * and `picture` go into their token, `locale` into the context.
  * Page errors and console errors are collected in `errors`.
  */
-export async function signIn(browser, sub, { via = 'link', viewport, beforeLoad } = {}) {
-  const token = mintToken(sub);
-  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 720 } });
+export async function signIn(browser, sub, { via = 'link', viewport, beforeLoad, name, picture, locale } = {}) {
+  const token = mintToken(sub, { name, picture });
+  const context = await browser.newContext({ viewport: viewport ?? { width: 1100, height: 720 }, locale });
   if (beforeLoad) await beforeLoad(context);
   const page = await context.newPage();
   const errors = watchErrors(page);
@@ -119,6 +125,87 @@ export function messageBodies(page, selector = 'li.msg') {
   return page.locator(`${selector} .body`).allTextContents();
 }
 
+/**
+ * A real PNG (a horizontal gradient from black to `rgb`), so the browser
+ * can decode it.
+ */
+export function png(width = 96, height = 64, rgb = [255, 60, 200]) {
+  const chunk = (type, data) => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([length, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const rows = [];
+  for (let y = 0; y < height; y++) {
+    const row = Buffer.alloc(1 + width * 3);
+    for (let x = 0; x < width; x++) row.set(rgb.map((c, i) => (i === 0 ? Math.round((c * x) / width) : c)), 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/**
+ * Keeps a browser context off the internet: pictures from hosts under
+ * `.test` (`https://photos.turbocar.test/a4.jpg`, avatars) are answered
+ * with a generated PNG, each URL its own colour; any other request that is
+ * not to the router under test is aborted and listed in `refused` (a test
+ * may assert it stays empty). `hosts` adds handlers by URL prefix (e.g. a
+ * stub of a script). Install before the page loads.
+ */
+export async function offline(context, { hosts = {} } = {}) {
+  const net = { refused: [], pictures: [] };
+  // Registered first, so it runs last (Playwright tries routes newest first).
+  await context.route(
+    (url) => url.origin !== new URL(BASE).origin,
+    (route) => {
+      net.refused.push(route.request().url());
+      return route.abort('internetdisconnected');
+    },
+  );
+  await context.route(
+    (url) => url.protocol === 'https:' && url.hostname.endsWith('.test') && /\.(png|jpe?g|webp|gif)$/i.test(url.pathname),
+    (route) => {
+      const url = route.request().url();
+      net.pictures.push(url);
+      let hash = 0;
+      for (const c of url) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+      const rgb = [120 + (hash % 136), 60 + ((hash >> 8) % 120), 80 + ((hash >> 16) % 160)];
+      return route.fulfill({ status: 200, contentType: 'image/png', body: png(160, 120, rgb) });
+    },
+  );
+  for (const [prefix, handler] of Object.entries(hosts)) {
+    await context.route((url) => url.href.startsWith(prefix), handler);
+  }
+  return net;
+}
+
+/** The node's admin API, as an operator (`[[admin.operators]]` of run.sh). */
+export async function admin(method, path, body) {
+  const response = await fetch(required('TURBOCHAT_ADMIN_URL') + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${required('TURBOCHAT_ADMIN_SECRET')}`,
+      'content-type': 'application/json',
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `admin ${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
 /** Saves `screenshots/{name}.png`. */
 export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
@@ -166,14 +253,16 @@ export async function sendMessage(page, text) {
   await input.press('Enter');
 }
 
-/** Starts a direct chat from the "New conversation" form; returns its id. */
+/** Starts a direct chat from the "New conversation" form; returns its id
+ * (another chat than the one open, if any). */
 export async function startChat(page, peer, listing) {
   const details = page.locator('details.new-chat');
   if ((await details.getAttribute('open')) === null) await details.locator('summary').click();
   await page.getByLabel('User id').fill(peer);
   if (listing) await page.getByLabel('Listing').fill(listing);
+  const before = page.url();
   await page.getByRole('button', { name: 'Start chat' }).click();
-  await page.waitForURL(/#\/c\//);
+  await page.waitForURL((url) => /#\/c\//.test(url.href) && url.href !== before);
   return openConversationId(page);
 }
 

@@ -2,38 +2,11 @@
 // text file dressed up as a JPEG is refused with the server's reason.
 
 import assert from 'node:assert/strict';
-import zlib from 'node:zlib';
 import { after, before, test } from 'node:test';
-import { assertNoErrors, eventually, history, launch, screenshot, signIn, startChat, user } from './harness.js';
+import { assertNoErrors, eventually, history, launch, png, screenshot, signIn, startChat, user } from './harness.js';
 
-/** A real PNG (a 96x64 blue-to-red gradient), so the browser can decode it. */
-function png(width = 96, height = 64) {
-  const chunk = (type, data) => {
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(zlib.crc32(body));
-    return Buffer.concat([length, body, crc]);
-  };
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(width, 0);
-  header.writeUInt32BE(height, 4);
-  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
-  const rows = [];
-  for (let y = 0; y < height; y++) {
-    const row = Buffer.alloc(1 + width * 3);
-    for (let x = 0; x < width; x++) row.set([Math.round((255 * x) / width), 60, 200], 1 + x * 3);
-    rows.push(row);
-  }
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', header),
-    chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
-    chunk('IEND', Buffer.alloc(0)),
-  ]);
-}
-const PNG = png();
+/** A 96x64 blue-to-red gradient. */
+const PNG = png(96, 64, [255, 60, 200]);
 
 let browser;
 before(async () => {

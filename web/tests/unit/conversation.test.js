@@ -81,3 +81,31 @@ test('titles: group title, else the other participants', () => {
   c.applyView({ conversation_id: 'c', participants: ['me', 'bob', 'carol'], title: 'Audi A4', last_seq: 0 });
   assert.equal(c.title('me'), 'Audi A4');
 });
+
+test('participants are called by their names, else by their ids', () => {
+  const c = new Conversation('c');
+  c.applyView({
+    conversation_id: 'c',
+    kind: 'direct',
+    participants: ['me', 'bob'],
+    members: [
+      { user_id: 'me', name: 'Me Myself' },
+      { user_id: 'bob', name: 'Bob Smith', avatar_url: 'https://avatars.example.test/bob.png' },
+    ],
+    muted: true,
+    last_seq: 0,
+  });
+  assert.equal(c.title('me'), 'Bob Smith');
+  assert.equal(c.nameOf('bob'), 'Bob Smith');
+  assert.equal(c.member('bob').avatar_url, 'https://avatars.example.test/bob.png');
+  assert.equal(c.muted, true);
+  // Someone the server knows nothing more about (no name), or not at all.
+  c.applyView({ ...c.view, members: [{ user_id: 'me' }, { user_id: 'bob', name: '  ' }], muted: false });
+  assert.equal(c.title('me'), 'bob');
+  assert.deepEqual(c.member('zoe'), { user_id: 'zoe' });
+  assert.equal(c.nameOf('zoe'), 'zoe');
+  assert.equal(c.muted, false);
+  // A group's own title wins.
+  c.applyView({ ...c.view, kind: 'group', title: 'A4 viewing' });
+  assert.equal(c.title('me'), 'A4 viewing');
+});
