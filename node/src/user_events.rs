@@ -102,10 +102,7 @@ impl UserEvents {
         let known = self.profiles.clone();
         let user = user.to_string();
         self.tasks.spawn(async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = crate::safety::service::now_ms();
             match store
                 .set_profile(&user, profile.0.as_deref(), profile.1.as_deref(), now)
                 .await

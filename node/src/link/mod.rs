@@ -300,12 +300,8 @@ impl Link for LinkService {
     ) -> Result<Response<JsonReply>, Status> {
         let req = request.into_inner();
         let settings = crate::push::settings::parse(&req.json)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
         self.store
-            .set_notification_settings(&req.user_id, &settings, now)
+            .set_notification_settings(&req.user_id, &settings, crate::safety::service::now_ms())
             .await
             .map_err(store_status)?;
         tracing::info!(user_id = %req.user_id, "notification settings changed");
