@@ -123,50 +123,70 @@ impl UserEvents {
     pub fn session_opened(&self, user: &str, link: &RouterLink, session_id: u64) {
         let was_online = self.homes.online(user);
         self.homes.open(user, link, session_id);
-        self.send_presence_snapshot(user.to_string());
-        if let Some((_, pending)) = self.going_offline.remove(user) {
-            pending.cancel();
-            return;
-        }
-        if !was_online {
-            self.announce_presence(user.to_string(), true);
-        }
-    }
-
-    /// Tells a user's sessions which of their contacts are online now (a
-    /// `presence` frame each; offline is what a client assumes), so a chat
-    /// opened shows the other's state, not only its next change. Contacts
-    /// in a block relation with the user are left out, as for live
-    /// presence.
-    fn send_presence_snapshot(&self, user: UserId) {
+        let returning = match self.going_offline.remove(user) {
+            Some((_, pending)) => {
+                pending.cancel();
+                true
+            }
+            None => false,
+        };
+        // One load of the contacts serves both the snapshot and the
+        // announcement: a session open is the hottest path here when many
+        // clients connect at once.
+        let announce = !was_online && !returning;
         let events = self.clone();
+        let user = user.to_string();
         self.tasks.spawn(async move {
-            let contacts = match events.store.contacts(&user, MAX_PRESENCE_FAN_OUT).await {
-                Ok(contacts) => contacts,
-                Err(err) => {
-                    tracing::warn!(%err, user = %user, "cannot load contacts for the presence snapshot");
-                    return;
-                }
-            };
-            let Ok(hidden) = events.safety.block_relations(&user).await else {
+            let Some(contacts) = events.visible_contacts(&user).await else {
                 return;
             };
-            let contacts: Vec<UserId> = contacts
+            if announce {
+                events.announce_to(&user, true, contacts.clone());
+            }
+            events.send_presence_snapshot(&user, contacts).await;
+        });
+    }
+
+    /// Everyone sharing a conversation with `user`, less those in a block
+    /// relation with them: who sees the user's presence, and whose presence
+    /// the user sees. `None` (logged) when the store cannot say: presence
+    /// is a courtesy, a leak is not.
+    async fn visible_contacts(&self, user: &str) -> Option<Vec<UserId>> {
+        let contacts = match self.store.contacts(user, MAX_PRESENCE_FAN_OUT).await {
+            Ok(contacts) => contacts,
+            Err(err) => {
+                tracing::warn!(%err, user = %user, "cannot load contacts for presence");
+                return None;
+            }
+        };
+        let hidden = match self.safety.block_relations(user).await {
+            Ok(hidden) => hidden,
+            Err(err) => {
+                tracing::warn!(%err, user = %user, "cannot load blocks for presence");
+                return None;
+            }
+        };
+        Some(
+            contacts
                 .into_iter()
                 .filter(|c| !hidden.contains(c))
-                .collect();
-            let online = events.online_of(contacts).await;
-            metrics::counter!("turbochat_presence_snapshots_total").increment(1);
-            for contact in online {
-                let frame = ServerFrame::Presence {
-                    user_id: contact,
-                    online: true,
-                };
-                events
-                    .homes
-                    .deliver(&user, Bytes::from(frame.to_json()));
-            }
-        });
+                .collect(),
+        )
+    }
+
+    /// Tells a user's sessions which of their `contacts` are online now (a
+    /// `presence` frame each; offline is what a client assumes), so a chat
+    /// opened shows the other's state, not only its next change.
+    async fn send_presence_snapshot(&self, user: &str, contacts: Vec<UserId>) {
+        let online = self.online_of(contacts).await;
+        metrics::counter!("turbochat_presence_snapshots_total").increment(1);
+        for contact in online {
+            let frame = ServerFrame::Presence {
+                user_id: contact,
+                online: true,
+            };
+            self.homes.deliver(user, Bytes::from(frame.to_json()));
+        }
     }
 
     /// Those of `users` with a live session: asked of each one's home node
@@ -236,38 +256,26 @@ impl UserEvents {
     /// Tells the user's contacts (everyone sharing a conversation), except
     /// those the user blocks or who block the user.
     fn announce_presence(&self, user: UserId, online: bool) {
-        metrics::counter!("turbochat_presence_changes_total", "online" => if online { "true" } else { "false" })
-            .increment(1);
         let events = self.clone();
         self.tasks.spawn(async move {
-            let contacts = match events.store.contacts(&user, MAX_PRESENCE_FAN_OUT).await {
-                Ok(contacts) => contacts,
-                Err(err) => {
-                    tracing::warn!(%err, user = %user, "cannot load contacts for presence");
-                    return;
-                }
-            };
-            let hidden = match events.safety.block_relations(&user).await {
-                Ok(hidden) => hidden,
-                Err(err) => {
-                    // Failing closed: presence is a courtesy, a leak is not.
-                    tracing::warn!(%err, user = %user, "cannot load blocks for presence");
-                    return;
-                }
-            };
-            let contacts: Vec<UserId> = contacts
-                .into_iter()
-                .filter(|c| !hidden.contains(c))
-                .collect();
-            let payload = Bytes::from(
-                ServerFrame::Presence {
-                    user_id: user.clone(),
-                    online,
-                }
-                .to_json(),
-            );
-            events.publish(contacts.into_iter().map(|c| (c, payload.clone())).collect());
+            if let Some(contacts) = events.visible_contacts(&user).await {
+                events.announce_to(&user, online, contacts);
+            }
         });
+    }
+
+    /// Publishes the user's presence to `contacts`.
+    fn announce_to(&self, user: &str, online: bool, contacts: Vec<UserId>) {
+        metrics::counter!("turbochat_presence_changes_total", "online" => if online { "true" } else { "false" })
+            .increment(1);
+        let payload = Bytes::from(
+            ServerFrame::Presence {
+                user_id: user.to_string(),
+                online,
+            }
+            .to_json(),
+        );
+        self.publish(contacts.into_iter().map(|c| (c, payload.clone())).collect());
     }
 
     /// The local registry of users homed here.

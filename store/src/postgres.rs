@@ -110,6 +110,16 @@ impl Backend for Postgres {
     /// [`FAST_INSERT`] writes everything or nothing.
     const FAST_WRITE_IS_ONE_STATEMENT: bool = true;
 
+    /// `ARRAY(subquery)` is computed once (an init plan), and
+    /// `conversation_id = ANY($0)` can only be an index probe of the primary
+    /// key: no join for the planner to get wrong, even in a generic plan
+    /// without statistics. No `ORDER BY ... LIMIT` either: that makes a
+    /// walk of the whole `user_id` index look cheap.
+    const CONTACTS: &'static str = "SELECT DISTINCT user_id FROM conversation_participants \
+         WHERE conversation_id = ANY (ARRAY( \
+             SELECT conversation_id FROM conversation_participants WHERE user_id = $1)) \
+         AND user_id <> $1";
+
     /// `SKIP LOCKED`: concurrent workers each take rows nobody else is
     /// claiming right now instead of queueing behind each other; a row
     /// another claim just moved past `now` is re-checked and skipped.

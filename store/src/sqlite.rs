@@ -117,6 +117,11 @@ impl Backend for Sqlite {
 
     const UPSERT_DEVICE: &'static str = crate::sql::upsert_device!("(token)");
 
+    const CONTACTS: &'static str = "SELECT DISTINCT user_id FROM conversation_participants \
+         WHERE conversation_id IN ( \
+             SELECT conversation_id FROM conversation_participants WHERE user_id = $1) \
+         AND user_id <> $1";
+
     fn is_bad_data(err: &dyn DatabaseError) -> bool {
         // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20); the code is the
         // extended result code, whose low byte is the primary one.

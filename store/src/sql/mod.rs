@@ -122,6 +122,14 @@ pub(crate) trait Backend: Database {
     /// Rows an `INSERT`/`UPDATE`/`DELETE` touched.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
+    /// Everyone sharing a conversation with `$1`, not `$1`, unordered (the
+    /// caller sorts and caps). Runs on every session open, so its plan must
+    /// not depend on table statistics: a join on `conversation_participants`
+    /// planned without them (a fresh or bulk-loaded table, autovacuum off)
+    /// hash-joins over a scan of the whole table, and setting up 100,000
+    /// sessions took minutes instead of seconds (issue 16).
+    const CONTACTS: &'static str;
+
     /// Claims due push jobs: `$1` now, `$2` the lease's end, `$3` the claim
     /// token, `$4` the most rows; returns [`ClaimedJobRow`] columns. Two
     /// concurrent claims must never return the same row.

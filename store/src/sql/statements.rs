@@ -100,11 +100,6 @@ pub(super) const SET_LISTING_CARD: &str =
 pub(super) const MARK_READ: &str = "UPDATE conversation_participants SET last_read_seq = $3 \
      WHERE conversation_id = $1 AND user_id = $2 AND last_read_seq < $3";
 
-pub(super) const CONTACTS: &str =
-    "SELECT DISTINCT other.user_id FROM conversation_participants me \
-     JOIN conversation_participants other ON other.conversation_id = me.conversation_id \
-     WHERE me.user_id = $1 AND other.user_id <> $1 ORDER BY other.user_id LIMIT $2";
-
 /// Registers a device token (`$1` token, `$2` user, `$3` platform, `$4`
 /// now); `{conflict}` is the backend's arbiter of the token's uniqueness.
 macro_rules! upsert_device {

@@ -436,12 +436,14 @@ where
 
     /// See [`crate::Store::contacts`].
     pub(crate) async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError> {
-        let rows: Vec<UserRow> = sqlx::query_as(CONTACTS)
+        let rows: Vec<UserRow> = sqlx::query_as(DB::CONTACTS)
             .bind(user)
-            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|row| row.user_id).collect())
+        let mut contacts: Vec<UserId> = rows.into_iter().map(|row| row.user_id).collect();
+        contacts.sort_unstable();
+        contacts.truncate(limit as usize);
+        Ok(contacts)
     }
 
     /// See [`crate::Store::upsert_device`].
