@@ -278,6 +278,7 @@ store_suite!(
     a_user_is_exported_then_erased,
     writer_group_commits_concurrent_appends,
     writer_splits_rounds_at_max_batch_messages,
+    writer_gathers_a_small_round_when_asked,
     writer_drains_on_shutdown,
     writer_reports_failed_commit_to_every_requester,
 );
@@ -2237,6 +2238,7 @@ async fn writer_splits_rounds_at_max_batch_messages(db: TestDb) {
     let recorder = Recorder::new(db.store.clone());
     let config = WriterConfig {
         max_batch_messages: 5,
+        ..WriterConfig::default()
     };
     let (writer, task) = Writer::spawn(recorder.clone(), config, CancellationToken::new());
 
@@ -2283,6 +2285,77 @@ async fn writer_splits_rounds_at_max_batch_messages(db: TestDb) {
     assert!(rounds.iter().all(|&n| n <= 5 || n == 7), "{rounds:?}");
     assert!(rounds.contains(&7), "{rounds:?}");
     assert!(rounds.len() < REQUESTS + 1, "still grouped: {rounds:?}");
+
+    drop(writer);
+    task.await
+        .expect("the task ends when the last handle is dropped");
+}
+
+async fn writer_gathers_a_small_round_when_asked(db: TestDb) {
+    // A long window, so that nothing but the round's size ends the wait.
+    let config = WriterConfig {
+        gather_micros: 30_000_000,
+        gather_messages: 3,
+        ..WriterConfig::default()
+    };
+    let ids = conversations(db.store.as_ref(), 5).await;
+    let recorder = Recorder::new(db.store.clone());
+    let (writer, task) = Writer::spawn(recorder.clone(), config, CancellationToken::new());
+
+    // Two appends one after the other: the writer learns that messages come
+    // (the first rounds have no rate to go by and commit at once).
+    for id in &ids[..2] {
+        writer
+            .append(batch(*id, 1, vec![message(ALICE, "warm", 1)]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(recorder.rounds(), [1, 1]);
+
+    // One send, taken by the writer with nothing behind it: with gathering
+    // off it would commit alone; here it waits for company.
+    let first = {
+        let writer = writer.clone();
+        let id = ids[2];
+        tokio::spawn(async move {
+            writer
+                .append(batch(id, 1, vec![message(BOB, "a", 1)]))
+                .await
+        })
+    };
+    eventually("the writer to take the first send", || {
+        writer.queued_requests() == 0
+    })
+    .await;
+    let mut later = Vec::new();
+    for (n, id) in ids[3..].iter().enumerate() {
+        let writer = writer.clone();
+        let id = *id;
+        later.push(tokio::spawn(async move {
+            writer
+                .append(batch(id, 1, vec![message(BOB, &format!("b{n}"), 1)]))
+                .await
+        }));
+    }
+    // The round commits once it holds gather_messages, long before its
+    // window ends.
+    let appended = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("a full round does not wait out the window")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(inserted(&appended[0]).seq, 1);
+    for request in later {
+        request.await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(
+        recorder.rounds(),
+        [1, 1, 3],
+        "one commit for the gathered three"
+    );
+    assert_eq!(db.message_rows().await, 5);
 
     drop(writer);
     task.await
