@@ -96,6 +96,14 @@ fn check_fits(target: &Target, clients: usize, nofile_limit: u64) -> anyhow::Res
     Ok(())
 }
 
+/// What [`Holders::connect`] did: clients connected, conversations made
+/// for them and how long making those took (the rest is connecting).
+struct Seated {
+    connected: usize,
+    conversations: usize,
+    conversations_took: Duration,
+}
+
 /// The clients of one target, held by this process or by `hold` children.
 enum Holders {
     Here(Fleet),
@@ -109,18 +117,24 @@ impl Holders {
         system: &System,
         shape: &FleetShape,
         processes: usize,
-    ) -> anyhow::Result<(Holders, usize, usize)> {
+    ) -> anyhow::Result<(Holders, Seated)> {
         let started = Instant::now();
         let plan = Plan::make(system, shape).await?;
+        let conversations_took = started.elapsed();
         eprintln!(
             "== {} conversations created in {:.1} s",
             plan.conversations,
-            started.elapsed().as_secs_f64()
+            conversations_took.as_secs_f64()
         );
+        let seated = |connected| Seated {
+            connected,
+            conversations: plan.conversations,
+            conversations_took,
+        };
         if processes <= 1 {
             let fleet = Fleet::open(&plan).await?;
             let connected = fleet.len();
-            return Ok((Holders::Here(fleet), connected, plan.conversations));
+            return Ok((Holders::Here(fleet), seated(connected)));
         }
         let dir = tempfile::tempdir().context("temp dir for the plans")?;
         let exe = std::env::current_exe().context("own executable")?;
@@ -143,7 +157,7 @@ impl Holders {
             connected += child.ready["connected"].as_u64().unwrap_or(0) as usize;
             children.push(child);
         }
-        Ok((Holders::Children(children), connected, plan.conversations))
+        Ok((Holders::Children(children), seated(connected)))
     }
 
     /// `(label, pid)` of the child processes (none when held here).
@@ -210,13 +224,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = crate::rss::sample(&system.processes);
         let started = Instant::now();
-        let (holders, connected, conversations) =
-            Holders::connect(&system, &settings.shape, processes).await?;
+        let (holders, seated) = Holders::connect(&system, &settings.shape, processes).await?;
         let setup = started.elapsed();
+        let Seated {
+            connected,
+            conversations,
+            conversations_took,
+        } = seated;
+        let connecting = setup.saturating_sub(conversations_took);
         eprintln!(
             "== {}: {connected} idle clients connected in {:.1} s; holding {:.0} s",
             target.name(),
-            setup.as_secs_f64(),
+            connecting.as_secs_f64(),
             settings.hold.as_secs_f64()
         );
         if connected < settings.shape.clients {
@@ -250,15 +269,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
                 if kib <= TARGET_KIB_PER_CONNECTION { "met" } else { "missed" }
             ));
         }
+        // The target is about connections: the conversations are the
+        // bench's fixture (a real deployment has them already), timed apart.
         notes.push(format!(
-            "{}: {connected} clients set up in {:.1} s ({}; issue 16's target ≤ {TARGET_SETUP_SECS_100K} s for 100,000)",
+            "{}: {connected} clients connected in {:.1} s ({}; issue 16's target ≤ {TARGET_SETUP_SECS_100K} s for 100,000), after {conversations} conversations created in {:.1} s",
             target.name(),
-            setup.as_secs_f64(),
+            connecting.as_secs_f64(),
             match connected {
-                100_000.. if setup.as_secs_f64() <= TARGET_SETUP_SECS_100K => "met",
+                100_000.. if connecting.as_secs_f64() <= TARGET_SETUP_SECS_100K => "met",
                 100_000.. => "missed",
                 _ => "fewer clients than the target's",
-            }
+            },
+            conversations_took.as_secs_f64(),
         ));
         systems.push(SystemFigures {
             system: target.name(),
@@ -267,6 +289,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
             connections: connected,
             conversations,
             setup_secs: setup.as_secs_f64(),
+            connect_secs: Some(connecting.as_secs_f64()),
             phases: Vec::new(),
             memory,
         });

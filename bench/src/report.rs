@@ -127,6 +127,9 @@ pub struct SystemFigures {
     pub conversations: usize,
     /// Seconds to create conversations and connect everyone.
     pub setup_secs: f64,
+    /// Of those, seconds to connect everyone (`memory` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_secs: Option<f64>,
     /// Load phases (one for `run`, several for `sweep`, none for `memory`).
     pub phases: Vec<PhaseFigures>,
     /// Memory with the clients connected.

@@ -108,6 +108,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf)> {
             connections: fleet.len(),
             conversations: fleet.conversations,
             setup_secs: fleet.setup.as_secs_f64(),
+            connect_secs: None,
             phases: vec![phase],
             memory,
         });

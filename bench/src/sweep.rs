@@ -168,6 +168,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<(Report, PathBuf, Vec<Ca
             connections: fleet.len(),
             conversations: fleet.conversations,
             setup_secs: fleet.setup.as_secs_f64(),
+            connect_secs: None,
             phases,
             memory,
         });

@@ -12,8 +12,10 @@ use crate::fanout::RouterLink;
 /// A command for one conversation's owner task.
 #[derive(Debug)]
 pub enum Command {
-    /// Append a message (acked once durable).
-    Send(SendCommand),
+    /// Append a message (acked once durable). Boxed: a command channel
+    /// allocates room for 32 commands when an owner starts, and an idle
+    /// conversation should not pay for 32 sends' worth of it.
+    Send(Box<SendCommand>),
     /// Replay after `since`, then stream live messages to a session.
     Subscribe {
         /// The session's router.
@@ -66,8 +68,9 @@ pub enum Command {
     /// tombstone for replays and tell every subscribed session
     /// (`message_deleted`).
     Tombstoned {
-        /// The tombstone (kind `deleted`).
-        message: MessageView,
+        /// The tombstone (kind `deleted`). Boxed, like `Send`: the
+        /// largest variant sets every command's size.
+        message: Box<MessageView>,
         /// Who deleted it.
         deleted_by: DeletedBy,
         /// When, unix milliseconds.

@@ -98,7 +98,10 @@ impl SystemPost {
             span: tracing::Span::none(),
             trusted: true,
         };
-        if let Err(err) = self.owners.dispatch(conversation, Command::Send(send)) {
+        if let Err(err) = self
+            .owners
+            .dispatch(conversation, Command::Send(Box::new(send)))
+        {
             self.pending.remove(&session_id);
             return Err(Refusal::unavailable(err.to_string()));
         }

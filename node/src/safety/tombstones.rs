@@ -142,7 +142,7 @@ impl Safety {
             self.tell_owner(
                 conversation,
                 Command::Tombstoned {
-                    message: message.clone(),
+                    message: Box::new(message.clone()),
                     deleted_by,
                     deleted_at: now,
                 },

@@ -144,7 +144,10 @@ impl Owner<'_> {
     /// Loads the conversation into `slot` and serves commands until the
     /// owner stops.
     async fn run(mut self, slot: &mut Option<State>) {
-        let loaded = match self.owners.store().load_conversation(self.id).await {
+        // The big futures of rare paths (loads, handlers, commits) are
+        // boxed while they run: a task's memory is its largest await
+        // point, and an idle owner waits at the smallest, for `rx`.
+        let loaded = match Box::pin(self.owners.store().load_conversation(self.id)).await {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
                 self.refuse_all(&Refusal::no_conversation());
@@ -174,19 +177,19 @@ impl Owner<'_> {
                 }
                 result = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                     inflight = None;
-                    self.finish_batch(state, result).await;
+                    Box::pin(self.finish_batch(state, result)).await;
                 }
                 command = self.rx.recv() => match command {
                     Some(Command::Release) => {
                         if let Some(batch) = inflight.take() {
                             let result = batch.await;
-                            self.finish_batch(state, result).await;
+                            Box::pin(self.finish_batch(state, result)).await;
                         }
-                        self.flush_reads(state).await;
+                        Box::pin(self.flush_reads(state)).await;
                         self.release(state);
                         return;
                     }
-                    Some(command) => self.handle(state, command).await,
+                    Some(command) => Box::pin(self.handle(state, command)).await,
                     None => break,
                 },
                 _ = tokio::time::sleep(idle_timeout), if idle => {
@@ -197,14 +200,14 @@ impl Owner<'_> {
                 _ = shutdown.cancelled() => {
                     if let Some(batch) = inflight.take() {
                         let result = batch.await;
-                        self.finish_batch(state, result).await;
+                        Box::pin(self.finish_batch(state, result)).await;
                     }
                     let refusal = Refusal::unavailable("node is shutting down; retry");
                     for send in std::mem::take(&mut state.queued) {
                         self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                         send.link.refuse(send.session_id, self.id, &refusal, Some(send.client_msg_id));
                     }
-                    self.flush_reads(state).await;
+                    Box::pin(self.flush_reads(state)).await;
                     return;
                 }
             }
@@ -243,7 +246,7 @@ impl Owner<'_> {
             match command {
                 Command::Send(send) => {
                     self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
-                    redirect_send(self.id, send);
+                    redirect_send(self.id, *send);
                 }
                 other => {
                     if let Err(err) = self.owners.dispatch(self.id, other) {
@@ -297,7 +300,7 @@ impl Owner<'_> {
             self.backlog.others.fetch_sub(1, Ordering::AcqRel);
         }
         match command {
-            Command::Send(send) => self.accept_send(state, send).await,
+            Command::Send(send) => self.accept_send(state, *send).await,
             Command::Subscribe {
                 link,
                 session_id,
@@ -347,7 +350,7 @@ impl Owner<'_> {
                 message,
                 deleted_by,
                 deleted_at,
-            } => self.tombstoned(state, message, deleted_by, deleted_at),
+            } => self.tombstoned(state, *message, deleted_by, deleted_at),
             Command::Poll => {
                 if !state.writing && !state.links.is_empty() {
                     if let Err(err) = self.catch_up(state).await {
