@@ -14,8 +14,9 @@
 //! [`WriterConfig::gather_micros`] set, a round whose arrivals say more
 //! messages are due within that window waits for them (up to
 //! [`WriterConfig::gather_messages`]); no message waits longer than the
-//! window for its commit to start, and a lone message (a low arrival rate)
-//! never waits.
+//! window for its commit to start, and a message after a pause does not
+//! wait. (Bursts within a low average rate still make some rounds wait:
+//! docs/architecture.md has the measured cost.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
