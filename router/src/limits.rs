@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
 use crate::config::Limits;
@@ -22,7 +23,8 @@ pub type FrameLimiter = RateLimiter<
 
 /// One clock for every limiter: making a quanta clock reads CPUID each
 /// time, which was ~9 % of the router's CPU while clients connected (a
-/// frame limiter per session).
+/// frame limiter per session), and a refusal's wait is read on the clock
+/// that measured it.
 static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
 
 /// The per-user limiters of one router.
@@ -45,9 +47,9 @@ impl UserLimits {
         let safety = Quota::per_minute(at_least_one(limits.safety_per_minute))
             .allow_burst(at_least_one(limits.safety_burst));
         UserLimits {
-            sends: RateLimiter::keyed(sends),
-            creates: RateLimiter::keyed(creates),
-            safety: RateLimiter::keyed(safety),
+            sends: keyed(sends),
+            creates: keyed(creates),
+            safety: keyed(safety),
         }
     }
 
@@ -57,6 +59,12 @@ impl UserLimits {
         self.creates.retain_recent();
         self.safety.retain_recent();
     }
+}
+
+/// A per-user limiter on the shared clock (so that [`wait_ms`] reads the
+/// clock its refusals were measured on).
+fn keyed(quota: Quota) -> DefaultKeyedRateLimiter<String> {
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), CLOCK.clone())
 }
 
 /// The frame limiter of a new session: `frames_per_second`, burst twice that.
