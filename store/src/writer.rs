@@ -266,8 +266,9 @@ async fn gather(
     limits: Limits,
     shutdown: &CancellationToken,
 ) -> Option<Request> {
-    let oldest = round.requests.iter().map(|r| r.queued_at).min()?;
-    let deadline = oldest + limits.gather;
+    // Requests leave the queue in the order they joined it: the first of
+    // the round has waited longest.
+    let deadline = round.requests.first()?.queued_at + limits.gather;
     let started = Instant::now();
     let mut waited = false;
     let carried = loop {

@@ -22,9 +22,9 @@ use turbochat_protocol::http::{ConversationKind, ConversationView, MessageView};
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::MessageKind;
 use turbochat_store::{
-    AppendError, Appended, AuditEntry, Ban, Block, ConversationBatch, ConversationState, Device,
-    NewConversation, NewMessage, NewReport, PushJob, Report, Store, StoreError, Writer,
-    WriterConfig,
+    AppendError, AppendResult, Appended, AuditEntry, Ban, Block, ConversationBatch,
+    ConversationState, Device, NewConversation, NewMessage, NewReport, PushJob, Report, Store,
+    StoreError, Writer, WriterConfig,
 };
 use uuid::Uuid;
 
@@ -2166,6 +2166,17 @@ impl Store for Recorder {
     }
 }
 
+/// Appends `messages` to `id` (first seq 1) from a task of its own, as a
+/// concurrent sender does.
+fn spawn_append(
+    writer: &Writer,
+    id: ConversationId,
+    messages: Vec<NewMessage>,
+) -> tokio::task::JoinHandle<AppendResult> {
+    let writer = writer.clone();
+    tokio::spawn(async move { writer.append(batch(id, 1, messages)).await })
+}
+
 /// `count` conversations of alice and bob.
 async fn conversations(store: &dyn Store, count: usize) -> Vec<ConversationId> {
     let mut ids = Vec::with_capacity(count);
@@ -2186,26 +2197,14 @@ async fn writer_group_commits_concurrent_appends(db: TestDb) {
     // do behind a slow fsync.
     let release = recorder.hold_next();
     let mut requests = Vec::new();
-    let first = {
-        let writer = writer.clone();
-        let id = ids[0];
-        tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(ALICE, "m", 1)]))
-                .await
-        })
-    };
+    let first = spawn_append(&writer, ids[0], vec![message(ALICE, "m", 1)]);
     eventually("the first commit to start", || {
         recorder.held.load(Ordering::SeqCst)
     })
     .await;
     for (i, id) in ids.iter().enumerate().skip(1) {
-        let writer = writer.clone();
-        let id = *id;
-        requests.push(tokio::spawn(async move {
-            let messages = vec![message(ALICE, "m1", 1), message(BOB, &format!("m{i}"), 2)];
-            writer.append(batch(id, 1, messages)).await
-        }));
+        let messages = vec![message(ALICE, "m1", 1), message(BOB, &format!("m{i}"), 2)];
+        requests.push(spawn_append(&writer, *id, messages));
     }
     eventually("every request to queue", || {
         writer.queued_requests() == REQUESTS - 1
@@ -2243,15 +2242,7 @@ async fn writer_splits_rounds_at_max_batch_messages(db: TestDb) {
     let (writer, task) = Writer::spawn(recorder.clone(), config, CancellationToken::new());
 
     let release = recorder.hold_next();
-    let blocker = {
-        let writer = writer.clone();
-        let id = ids[0];
-        tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(ALICE, "m", 1)]))
-                .await
-        })
-    };
+    let blocker = spawn_append(&writer, ids[0], vec![message(ALICE, "m", 1)]);
     eventually("the first commit to start", || {
         recorder.held.load(Ordering::SeqCst)
     })
@@ -2259,15 +2250,11 @@ async fn writer_splits_rounds_at_max_batch_messages(db: TestDb) {
     let mut requests = Vec::new();
     // Two messages each, plus one batch bigger than a round by itself.
     for (i, id) in ids[1..].iter().enumerate() {
-        let writer = writer.clone();
-        let id = *id;
         let count = if i == 5 { 7 } else { 2 };
-        requests.push(tokio::spawn(async move {
-            let messages = (0..count)
-                .map(|n| message(BOB, &format!("m{n}"), 1))
-                .collect();
-            writer.append(batch(id, 1, messages)).await
-        }));
+        let messages = (0..count)
+            .map(|n| message(BOB, &format!("m{n}"), 1))
+            .collect();
+        requests.push(spawn_append(&writer, *id, messages));
     }
     eventually("every request to queue", || {
         writer.queued_requests() == REQUESTS
@@ -2315,28 +2302,18 @@ async fn writer_gathers_a_small_round_when_asked(db: TestDb) {
 
     // One send, taken by the writer with nothing behind it: with gathering
     // off it would commit alone; here it waits for company.
-    let first = {
-        let writer = writer.clone();
-        let id = ids[2];
-        tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(BOB, "a", 1)]))
-                .await
-        })
-    };
+    let first = spawn_append(&writer, ids[2], vec![message(BOB, "a", 1)]);
     eventually("the writer to take the first send", || {
         writer.queued_requests() == 0
     })
     .await;
     let mut later = Vec::new();
     for (n, id) in ids[3..].iter().enumerate() {
-        let writer = writer.clone();
-        let id = *id;
-        later.push(tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(BOB, &format!("b{n}"), 1)]))
-                .await
-        }));
+        later.push(spawn_append(
+            &writer,
+            *id,
+            vec![message(BOB, &format!("b{n}"), 1)],
+        ));
     }
     // The round commits once it holds gather_messages, long before its
     // window ends.
@@ -2371,13 +2348,7 @@ async fn writer_drains_on_shutdown(db: TestDb) {
     let release = recorder.hold_next();
     let mut requests = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let writer = writer.clone();
-        let id = *id;
-        requests.push(tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(ALICE, "m", 1)]))
-                .await
-        }));
+        requests.push(spawn_append(&writer, *id, vec![message(ALICE, "m", 1)]));
         if i == 0 {
             eventually("the first commit to start", || {
                 recorder.held.load(Ordering::SeqCst)
@@ -2421,13 +2392,7 @@ async fn writer_reports_failed_commit_to_every_requester(db: TestDb) {
     recorder.fail_call.store(1, Ordering::SeqCst);
     let mut requests = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let writer = writer.clone();
-        let id = *id;
-        requests.push(tokio::spawn(async move {
-            writer
-                .append(batch(id, 1, vec![message(ALICE, "m", 1)]))
-                .await
-        }));
+        requests.push(spawn_append(&writer, *id, vec![message(ALICE, "m", 1)]));
         if i == 0 {
             eventually("the first commit to start", || {
                 recorder.held.load(Ordering::SeqCst)
