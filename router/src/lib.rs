@@ -16,6 +16,7 @@ pub mod limits;
 pub mod link;
 pub mod listener;
 pub mod media;
+pub mod outbox;
 pub mod sessions;
 pub mod web;
 pub mod web_push;

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use turbochat_protocol::ids::{ConversationId, Seq, UserId};
 use turbochat_protocol::link::{Deliver, DeliverKind};
 
 use crate::lanes::Lanes;
+use crate::outbox::{Outbox, Refused};
 
 /// What a session's write task sends.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub struct Session {
     pub user_id: UserId,
     /// Display name and avatar URL from the token's claims, if it had any.
     profile: Option<Box<Profile>>,
-    out: mpsc::Sender<Outgoing>,
+    out: Outbox<Outgoing>,
     cursors: Mutex<HashMap<ConversationId, Cursor>>,
     /// Nodes this session was registered at as its user's home.
     homes: Mutex<std::collections::HashSet<String>>,
@@ -134,9 +134,9 @@ impl Session {
     /// (what is queued is dropped) and the client resumes by seq after
     /// reconnecting.
     pub fn push(&self, text: Utf8Bytes) -> bool {
-        match self.out.try_send(Outgoing::Text(text)) {
+        match self.out.push(Outgoing::Text(text)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 if !self.closing.is_cancelled() {
                     tracing::info!(session_id = self.id, user_id = %self.user_id,
                         "session queue full; closing as slow consumer");
@@ -145,18 +145,21 @@ impl Session {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed(_)) => false,
         }
     }
 
     /// Closes after the frames already queued (a close frame is never
     /// dropped: with the queue full, the session closes now instead).
     pub fn close(&self, code: u16, reason: &str) {
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.out.try_send(Outgoing::Close(code, reason.to_string()))
-        {
+        if let Err(Refused::Full(_)) = self.out.push(Outgoing::Close(code, reason.to_string())) {
             self.close_now(code, reason);
         }
+    }
+
+    /// The frames waiting for the client, for the session's write task.
+    pub fn outgoing(&self) -> &Outbox<Outgoing> {
+        &self.out
     }
 
     /// Closes at once with this code and reason, skipping queued frames.
@@ -366,19 +369,20 @@ impl Default for Sessions {
 }
 
 impl Sessions {
-    /// Registers a new session for `user_id` whose write task reads `out`.
+    /// Registers a new session for `user_id` whose outgoing queue holds at
+    /// most `queue` frames (see [`Session::outgoing`]).
     pub fn open(
         &self,
         user_id: UserId,
         profile: Option<Box<Profile>>,
-        out: mpsc::Sender<Outgoing>,
+        queue: usize,
     ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session {
             id,
             user_id,
             profile,
-            out,
+            out: Outbox::new(queue),
             cursors: Mutex::new(HashMap::new()),
             homes: Mutex::new(std::collections::HashSet::new()),
             lanes: Mutex::new(Lanes::default()),
@@ -486,9 +490,9 @@ mod tests {
         }
     }
 
-    fn received(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+    fn received(session: &Session) -> Vec<String> {
         let mut texts = Vec::new();
-        while let Ok(Outgoing::Text(text)) = rx.try_recv() {
+        while let Some(Outgoing::Text(text)) = session.outgoing().try_pop() {
             texts.push(text.to_string());
         }
         texts
@@ -497,8 +501,7 @@ mod tests {
     #[test]
     fn a_cursor_drops_duplicates_and_asks_for_a_gap_again() {
         let sessions = Sessions::default();
-        let (tx, mut rx) = mpsc::channel(16);
-        let session = sessions.open("bob".into(), None, tx);
+        let session = sessions.open("bob".into(), None, 16);
         let c = ConversationId::new_v4();
         session.subscribe(
             c,
@@ -511,7 +514,7 @@ mod tests {
         let go = |seq| sessions.deliver(deliver(c, session.id, DeliverKind::Message, seq));
         assert!(go(1).is_empty());
         assert!(go(1).is_empty(), "a duplicate is dropped");
-        assert_eq!(received(&mut rx), ["{\"seq\":1}"]);
+        assert_eq!(received(&session), ["{\"seq\":1}"]);
         let followups = go(3);
         assert_eq!(
             followups,
@@ -526,11 +529,11 @@ mod tests {
             "a gap is asked for again from the cursor"
         );
         assert!(
-            received(&mut rx).is_empty(),
+            received(&session).is_empty(),
             "nothing past the gap is forwarded"
         );
         assert!(go(2).is_empty());
-        assert_eq!(received(&mut rx), ["{\"seq\":2}"]);
+        assert_eq!(received(&session), ["{\"seq\":2}"]);
         // A session the router no longer has: the node is told.
         assert_eq!(
             sessions.deliver(deliver(c, 999, DeliverKind::Message, 4)),
@@ -541,8 +544,7 @@ mod tests {
     #[test]
     fn a_send_is_answered_once_whatever_copy_is_answered() {
         let sessions = Sessions::default();
-        let (tx, mut rx) = mpsc::channel(16);
-        let session = sessions.open("alice".into(), None, tx);
+        let session = sessions.open("alice".into(), None, 16);
         let c = ConversationId::new_v4();
         let push = |id: &str| {
             let send = link::Send {
@@ -568,7 +570,7 @@ mod tests {
             sessions.deliver(ack).is_empty(),
             "the second answer is dropped"
         );
-        assert_eq!(received(&mut rx), ["{\"seq\":7}"]);
+        assert_eq!(received(&session), ["{\"seq\":7}"]);
         // An answer from a node that does not name its send: read from the frame.
         push("m-3");
         let mut old = deliver(c, session.id, DeliverKind::Ack, 8);

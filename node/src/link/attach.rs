@@ -219,7 +219,7 @@ impl AttachReader {
                     id,
                     send.session_id,
                     Some(client_msg_id),
-                    Command::Send(Box::new(SendCommand {
+                    Command::Send(SendCommand {
                         link: self.link.clone(),
                         session_id: send.session_id,
                         user_id: send.user_id,
@@ -231,7 +231,7 @@ impl AttachReader {
                         traceparent: send.traceparent,
                         span,
                         trusted: false,
-                    })),
+                    }),
                 );
             }
             router_frame::Frame::SessionClosed(closed) => {

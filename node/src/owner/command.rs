@@ -9,13 +9,14 @@ use turbochat_protocol::{DeletedBy, MessageKind};
 
 use crate::fanout::RouterLink;
 
-/// A command for one conversation's owner task.
+/// A command for one conversation's owner task. It travels boxed
+/// ([`Letter`]): a command channel allocates room for 32 of what it carries
+/// when an owner starts, and an idle conversation should pay for 32
+/// pointers, not 32 sends.
 #[derive(Debug)]
 pub enum Command {
-    /// Append a message (acked once durable). Boxed: a command channel
-    /// allocates room for 32 commands when an owner starts, and an idle
-    /// conversation should not pay for 32 sends' worth of it.
-    Send(Box<SendCommand>),
+    /// Append a message (acked once durable).
+    Send(SendCommand),
     /// Replay after `since`, then stream live messages to a session.
     Subscribe {
         /// The session's router.
@@ -68,8 +69,8 @@ pub enum Command {
     /// tombstone for replays and tell every subscribed session
     /// (`message_deleted`).
     Tombstoned {
-        /// The tombstone (kind `deleted`). Boxed, like `Send`: the
-        /// largest variant sets every command's size.
+        /// The tombstone (kind `deleted`). Boxed: rare, and larger than
+        /// a send.
         message: Box<MessageView>,
         /// Who deleted it.
         deleted_by: DeletedBy,
@@ -91,6 +92,9 @@ pub enum Command {
     /// store for its subscribers (see `split_watch` in lib.rs).
     Poll,
 }
+
+/// A command as the owner's mailbox carries it.
+pub type Letter = Box<Command>;
 
 /// A `send` on its way to the store.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use turbochat_protocol::ids::ConversationId;
 use turbochat_store::{Store, Writer};
 
-pub use command::{Command, SendCommand};
+pub use command::{Command, Letter, SendCommand};
 pub use validate::media_key_of;
 
 use crate::config::OwnerConfig;
@@ -30,7 +30,7 @@ use crate::safety::Safety;
 /// The mailbox of one owner task, with what waits in it.
 #[derive(Clone)]
 struct Mailbox {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::UnboundedSender<Letter>,
     backlog: Arc<Backlog>,
 }
 
@@ -123,7 +123,7 @@ impl Owners {
                 | Command::CatchUp
                 | Command::Poll
         );
-        let mut command = command;
+        let mut command = Box::new(command);
         loop {
             let mailbox = if needs_running {
                 match self.inner.tasks.get(&conversation) {
@@ -180,7 +180,7 @@ impl Owners {
             .collect();
         for conversation in &doomed {
             if let Some(mailbox) = self.inner.tasks.get(conversation).map(|m| m.clone()) {
-                let _ = mailbox.tx.send(Command::Release);
+                let _ = mailbox.tx.send(Box::new(Command::Release));
             }
         }
         doomed.len()
@@ -191,7 +191,7 @@ impl Owners {
     pub fn catch_up_all(&self) -> usize {
         let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
         for mailbox in &mailboxes {
-            let _ = mailbox.tx.send(Command::CatchUp);
+            let _ = mailbox.tx.send(Box::new(Command::CatchUp));
         }
         mailboxes.len()
     }
@@ -201,7 +201,7 @@ impl Owners {
     pub fn poll_all(&self) -> usize {
         let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
         for mailbox in &mailboxes {
-            let _ = mailbox.tx.send(Command::Poll);
+            let _ = mailbox.tx.send(Box::new(Command::Poll));
         }
         mailboxes.len()
     }
@@ -211,7 +211,7 @@ impl Owners {
     pub fn expire_all(&self, before: i64) {
         let mailboxes: Vec<Mailbox> = self.inner.tasks.iter().map(|e| e.value().clone()).collect();
         for mailbox in &mailboxes {
-            let _ = mailbox.tx.send(Command::Expire { before });
+            let _ = mailbox.tx.send(Box::new(Command::Expire { before }));
         }
     }
 
@@ -262,7 +262,7 @@ impl Owners {
     }
 
     /// Removes the registry entry of `conversation` if it is still `tx`'s.
-    fn retire(&self, conversation: ConversationId, tx: &mpsc::UnboundedSender<Command>) -> bool {
+    fn retire(&self, conversation: ConversationId, tx: &mpsc::UnboundedSender<Letter>) -> bool {
         self.inner
             .tasks
             .remove_if(&conversation, |_, m| m.tx.same_channel(tx))

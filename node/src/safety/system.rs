@@ -98,10 +98,7 @@ impl SystemPost {
             span: tracing::Span::none(),
             trusted: true,
         };
-        if let Err(err) = self
-            .owners
-            .dispatch(conversation, Command::Send(Box::new(send)))
-        {
+        if let Err(err) = self.owners.dispatch(conversation, Command::Send(send)) {
             self.pending.remove(&session_id);
             return Err(Refusal::unavailable(err.to_string()));
         }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 use turbochat_protocol::frame::{ClientFrame, Cursor as WireCursor, ServerFrame};
 use turbochat_protocol::ids::{valid_client_msg_id, ConversationId, Seq};
@@ -22,6 +21,7 @@ use turbochat_protocol::{ErrorCode, TypingState};
 
 use crate::auth::{now_secs, Claims};
 use crate::limits::{frame_limiter, wait_ms, FrameLimiter};
+use crate::outbox::Outbox;
 use crate::sessions::{Cursor, Outgoing, Session, CLOSE_POLICY};
 use crate::App;
 
@@ -38,11 +38,10 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a session until the client leaves, misbehaves, or the router stops.
 pub async fn run(app: App, claims: Claims, socket: WebSocket) {
-    let (out_tx, out_rx) = mpsc::channel(app.inner.limits.session_queue);
     let session = app.inner.sessions.open(
         claims.sub.clone(),
         crate::sessions::Profile::from_claims(&claims),
-        out_tx,
+        app.inner.limits.session_queue,
     );
     let span = tracing::info_span!("session", session_id = session.id, user_id = %claims.sub);
     async move {
@@ -51,7 +50,7 @@ pub async fn run(app: App, claims: Claims, socket: WebSocket) {
         let mut writer = app
             .inner
             .tracker
-            .spawn(write_task(sink, out_rx, session.clone()).in_current_span());
+            .spawn(write_task(sink, session.clone()).in_current_span());
         let mut reader = Reader::new(app.clone(), session.clone(), claims);
         reader.welcome();
         app.inner.links.register_home(&session);
@@ -87,12 +86,14 @@ const MAX_BURST: usize = 64;
 /// in one write. An ordered close ([`Outgoing::Close`]) goes out after what
 /// was queued before it; a close now ([`Session::close_now`], e.g. a slow
 /// consumer) skips the queue, even when a write is stuck on a client that
-/// does not read.
-async fn write_task(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut out: mpsc::Receiver<Outgoing>,
-    session: Arc<Session>,
-) {
+/// does not read. Once it ends, nothing more is queued for the socket.
+async fn write_task(sink: futures::stream::SplitSink<WebSocket, Message>, session: Arc<Session>) {
+    write_all(sink, &session).await;
+    session.outgoing().close();
+}
+
+async fn write_all(mut sink: futures::stream::SplitSink<WebSocket, Message>, session: &Session) {
+    let out = session.outgoing();
     let closing = session.closing.clone();
     // A close taken off the queue behind a burst of frames.
     let mut held: Option<Outgoing> = None;
@@ -102,7 +103,7 @@ async fn write_task(
             None => tokio::select! {
                 biased;
                 _ = closing.cancelled() => break,
-                item = out.recv() => item,
+                item = out.pop() => item,
             },
         };
         match item {
@@ -110,14 +111,14 @@ async fn write_task(
                 let sent = tokio::select! {
                     biased;
                     _ = closing.cancelled() => break,
-                    sent = write_burst(&mut sink, text, &mut out, &mut held) => sent,
+                    sent = Box::pin(write_burst(&mut sink, text, out, &mut held)) => sent,
                 };
                 if sent.is_err() {
                     return;
                 }
             }
             Some(Outgoing::Close(code, reason)) => {
-                close(&mut sink, code, reason).await;
+                Box::pin(close(&mut sink, code, reason)).await;
                 return;
             }
             None => {
@@ -129,7 +130,7 @@ async fn write_task(
     let (code, reason) = session
         .close_reason()
         .unwrap_or((CLOSE_POLICY, "closing".to_string()));
-    close(&mut sink, code, reason).await;
+    Box::pin(close(&mut sink, code, reason)).await;
 }
 
 /// Buffers `first` and every text frame queued behind it (up to
@@ -138,18 +139,18 @@ async fn write_task(
 async fn write_burst(
     sink: &mut futures::stream::SplitSink<WebSocket, Message>,
     first: Utf8Bytes,
-    out: &mut mpsc::Receiver<Outgoing>,
+    out: &Outbox<Outgoing>,
     held: &mut Option<Outgoing>,
 ) -> Result<(), axum::Error> {
     sink.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BURST {
-        match out.try_recv() {
-            Ok(Outgoing::Text(text)) => sink.feed(Message::Text(text)).await?,
-            Ok(close) => {
+        match out.try_pop() {
+            Some(Outgoing::Text(text)) => sink.feed(Message::Text(text)).await?,
+            Some(close) => {
                 *held = Some(close);
                 break;
             }
-            Err(_) => break,
+            None => break,
         }
     }
     sink.flush().await

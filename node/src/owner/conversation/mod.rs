@@ -28,7 +28,7 @@ mod typing;
 use self::batch::redirect_send;
 use self::reads::write_reads;
 use self::state::State;
-use super::{Backlog, Command, Owners};
+use super::{Backlog, Command, Letter, Owners};
 use crate::refusal::Refusal;
 
 /// How long a replay waits for a router to drain before cutting its link.
@@ -49,8 +49,8 @@ pub(super) struct Owner<'a> {
     id: ConversationId,
     owners: Owners,
     backlog: Arc<Backlog>,
-    rx: &'a mut mpsc::UnboundedReceiver<Command>,
-    tx: mpsc::UnboundedSender<Command>,
+    rx: &'a mut mpsc::UnboundedReceiver<Letter>,
+    tx: mpsc::UnboundedSender<Letter>,
 }
 
 /// Runs the owner of `id` until it stops, and picks up after it if it
@@ -64,8 +64,8 @@ pub(super) async fn supervise(
     id: ConversationId,
     owners: Owners,
     backlog: Arc<Backlog>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    tx: mpsc::UnboundedSender<Command>,
+    mut rx: mpsc::UnboundedReceiver<Letter>,
+    tx: mpsc::UnboundedSender<Letter>,
 ) {
     use futures::FutureExt;
     let span = tracing::info_span!("owner", conversation_id = %id);
@@ -92,8 +92,8 @@ pub(super) async fn supervise(
 fn recover(
     id: ConversationId,
     owners: &Owners,
-    rx: &mut mpsc::UnboundedReceiver<Command>,
-    tx: &mpsc::UnboundedSender<Command>,
+    rx: &mut mpsc::UnboundedReceiver<Letter>,
+    tx: &mpsc::UnboundedSender<Letter>,
     slot: Option<State>,
     panic: &(dyn std::any::Any + Send),
 ) {
@@ -124,7 +124,7 @@ fn recover(
         }
     }
     while let Ok(command) = rx.try_recv() {
-        match command {
+        match *command {
             Command::Send(send) => {
                 send.link
                     .refuse(send.session_id, id, &refusal, Some(send.client_msg_id));
@@ -179,7 +179,7 @@ impl Owner<'_> {
                     inflight = None;
                     Box::pin(self.finish_batch(state, result)).await;
                 }
-                command = self.rx.recv() => match command {
+                command = self.rx.recv() => match command.map(|letter| *letter) {
                     Some(Command::Release) => {
                         if let Some(batch) = inflight.take() {
                             let result = batch.await;
@@ -220,10 +220,10 @@ impl Owner<'_> {
         self.owners.retire(self.id, &self.tx);
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
-            if matches!(command, Command::Send(_)) {
+            if matches!(*command, Command::Send(_)) {
                 self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
             }
-            if let Err(err) = self.owners.dispatch(self.id, command) {
+            if let Err(err) = self.owners.dispatch(self.id, *command) {
                 tracing::debug!(%err, "command dropped while retiring");
             }
         }
@@ -243,10 +243,10 @@ impl Owner<'_> {
             redirect_send(self.id, send);
         }
         while let Ok(command) = self.rx.try_recv() {
-            match command {
+            match *command {
                 Command::Send(send) => {
                     self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
-                    redirect_send(self.id, *send);
+                    redirect_send(self.id, send);
                 }
                 other => {
                     if let Err(err) = self.owners.dispatch(self.id, other) {
@@ -264,7 +264,7 @@ impl Owner<'_> {
         self.owners.retire(self.id, &self.tx);
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
-            match command {
+            match *command {
                 Command::Send(send) => {
                     self.backlog.sends.fetch_sub(1, Ordering::AcqRel);
                     send.link
@@ -300,7 +300,7 @@ impl Owner<'_> {
             self.backlog.others.fetch_sub(1, Ordering::AcqRel);
         }
         match command {
-            Command::Send(send) => self.accept_send(state, *send).await,
+            Command::Send(send) => self.accept_send(state, send).await,
             Command::Subscribe {
                 link,
                 session_id,
