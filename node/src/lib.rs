@@ -221,7 +221,6 @@ pub async fn run_with_local(
         config.node.id.clone(),
         membership.as_ref().map(|_| ring.clone()),
         store.clone(),
-        safety.clone(),
         peers,
         config.owner.presence_grace,
         tasks.clone(),

@@ -23,7 +23,6 @@ use turbochat_store::Store;
 use crate::fanout::RouterLink;
 use crate::homes::Homes;
 use crate::peers::Peers;
-use crate::safety::Safety;
 
 /// Most contacts told about one presence change.
 const MAX_PRESENCE_FAN_OUT: u32 = 1_000;
@@ -37,7 +36,6 @@ pub struct UserEvents {
     homes: Homes,
     peers: Peers,
     store: Arc<dyn Store>,
-    safety: Safety,
     presence_grace: Duration,
     /// Users whose last session ended, waiting out the grace period.
     going_offline: Arc<DashMap<UserId, CancellationToken>>,
@@ -57,13 +55,11 @@ impl UserEvents {
         me: String,
         ring: Option<RingView>,
         store: Arc<dyn Store>,
-        safety: Safety,
         peers: Peers,
         presence_grace: Duration,
         tasks: TaskTracker,
     ) -> Self {
         UserEvents {
-            safety,
             tasks,
             me,
             ring,
@@ -148,30 +144,17 @@ impl UserEvents {
     }
 
     /// Everyone sharing a conversation with `user`, less those in a block
-    /// relation with them: who sees the user's presence, and whose presence
-    /// the user sees. `None` (logged) when the store cannot say: presence
-    /// is a courtesy, a leak is not.
+    /// relation with them (one store statement): who sees the user's
+    /// presence, and whose presence the user sees. `None` (logged) when the
+    /// store cannot say: presence is a courtesy, a leak is not.
     async fn visible_contacts(&self, user: &str) -> Option<Vec<UserId>> {
-        let contacts = match self.store.contacts(user, MAX_PRESENCE_FAN_OUT).await {
-            Ok(contacts) => contacts,
+        match self.store.contacts(user, MAX_PRESENCE_FAN_OUT).await {
+            Ok(contacts) => Some(contacts),
             Err(err) => {
                 tracing::warn!(%err, user = %user, "cannot load contacts for presence");
-                return None;
+                None
             }
-        };
-        let hidden = match self.safety.block_relations(user).await {
-            Ok(hidden) => hidden,
-            Err(err) => {
-                tracing::warn!(%err, user = %user, "cannot load blocks for presence");
-                return None;
-            }
-        };
-        Some(
-            contacts
-                .into_iter()
-                .filter(|c| !hidden.contains(c))
-                .collect(),
-        )
+        }
     }
 
     /// Tells a user's sessions which of their `contacts` are online now (a

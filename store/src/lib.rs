@@ -357,7 +357,9 @@ pub trait Store: Send + Sync + 'static {
     async fn devices_of(&self, users: &[UserId]) -> Result<Vec<Device>, StoreError>;
 
     /// Everyone who shares at least one conversation with `user` (not
-    /// `user`), sorted, at most `limit`: who sees the user's presence.
+    /// `user`) and is in no block relation with them (neither blocks the
+    /// other), sorted, at most `limit`: who sees the user's presence, and
+    /// whose presence the user sees. One statement: a session open asks it.
     async fn contacts(&self, user: &str, limit: u32) -> Result<Vec<UserId>, StoreError>;
 
     /// Records an upload (idempotent by `media_key`).

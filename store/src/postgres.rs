@@ -118,7 +118,10 @@ impl Backend for Postgres {
     const CONTACTS: &'static str = "SELECT DISTINCT user_id FROM conversation_participants \
          WHERE conversation_id = ANY (ARRAY( \
              SELECT conversation_id FROM conversation_participants WHERE user_id = $1)) \
-         AND user_id <> $1";
+         AND user_id <> $1 \
+         AND user_id <> ALL (ARRAY( \
+             SELECT blocked_id FROM user_blocks WHERE blocker_id = $1 \
+             UNION ALL SELECT blocker_id FROM user_blocks WHERE blocked_id = $1))";
 
     /// `SKIP LOCKED`: concurrent workers each take rows nobody else is
     /// claiming right now instead of queueing behind each other; a row

@@ -120,7 +120,9 @@ impl Backend for Sqlite {
     const CONTACTS: &'static str = "SELECT DISTINCT user_id FROM conversation_participants \
          WHERE conversation_id IN ( \
              SELECT conversation_id FROM conversation_participants WHERE user_id = $1) \
-         AND user_id <> $1";
+         AND user_id <> $1 \
+         AND user_id NOT IN (SELECT blocked_id FROM user_blocks WHERE blocker_id = $1) \
+         AND user_id NOT IN (SELECT blocker_id FROM user_blocks WHERE blocked_id = $1)";
 
     fn is_bad_data(err: &dyn DatabaseError) -> bool {
         // SQLITE_TOOBIG (18), SQLITE_MISMATCH (20); the code is the

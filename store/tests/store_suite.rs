@@ -267,7 +267,7 @@ store_suite!(
     push_job_reschedule_keeps_done_tokens,
     concurrent_claims_never_share_a_push_job,
     finished_push_jobs_are_purged,
-    contacts_are_everyone_sharing_a_conversation,
+    contacts_are_everyone_sharing_a_conversation_and_no_block,
     blocks_are_kept_listed_and_lifted,
     reports_keep_their_evidence_and_are_resolved_once_with_their_audit,
     bans_and_their_audit_go_together,
@@ -1516,7 +1516,7 @@ async fn finished_push_jobs_are_purged(db: TestDb) {
     assert_eq!(store.pending_push_jobs().await.unwrap(), 1);
 }
 
-async fn contacts_are_everyone_sharing_a_conversation(db: TestDb) {
+async fn contacts_are_everyone_sharing_a_conversation_and_no_block(db: TestDb) {
     let store = db.store.as_ref();
     group(store, &[ALICE, BOB], 1_000).await;
     group(store, &[ALICE, BOB, CAROL], 2_000).await;
@@ -1528,6 +1528,12 @@ async fn contacts_are_everyone_sharing_a_conversation(db: TestDb) {
     );
     assert_eq!(store.contacts(BOB, 2).await.unwrap(), [ALICE, CAROL]);
     assert!(store.contacts("nobody", 100).await.unwrap().is_empty());
+    // A block, either way round, hides each from the other's contacts.
+    assert!(store.block(CAROL, BOB, 4_000).await.unwrap());
+    assert!(store.block("dave", "erin", 4_000).await.unwrap());
+    assert_eq!(store.contacts(BOB, 100).await.unwrap(), [ALICE, "dave"]);
+    assert_eq!(store.contacts(CAROL, 100).await.unwrap(), [ALICE]);
+    assert_eq!(store.contacts(ALICE, 100).await.unwrap(), [BOB, CAROL]);
 }
 
 async fn blocks_are_kept_listed_and_lifted(db: TestDb) {

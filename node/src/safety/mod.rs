@@ -317,18 +317,6 @@ impl Safety {
         }
     }
 
-    /// Everyone who blocks `user` or whom `user` blocks (presence is not
-    /// shown between them).
-    pub async fn block_relations(&self, user: &str) -> Result<HashSet<UserId>, StoreError> {
-        Ok(self
-            .inner
-            .store
-            .block_relations(user)
-            .await?
-            .into_iter()
-            .collect())
-    }
-
     /// The refusal for `sender` writing to `peer`, if either blocks the other.
     async fn between(&self, sender: &str, peer: &str) -> Result<Option<Refusal>, Refusal> {
         let store = self.inner.store.as_ref();

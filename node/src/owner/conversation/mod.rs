@@ -35,6 +35,13 @@ use crate::refusal::Refusal;
 const REPLAY_PATIENCE: Duration = Duration::from_secs(5);
 /// Messages read from the store per replay page.
 const REPLAY_PAGE: u32 = 500;
+/// A subscribe this soon after the owner read its last seq from the store
+/// (loaded, caught up) answers from memory instead of reading it again: a
+/// burst of sessions subscribing to a conversation that just loaded (a
+/// node restart, a reconnect storm) costs the store one read, not one per
+/// session. A freeze counts (the clock runs while a process is stopped),
+/// so an owner that was stopped reads the store as before.
+const FRESH_READ: Duration = Duration::from_millis(50);
 /// Consecutive fencing reloads before the owner gives up on a batch.
 const MAX_RELOADS: u32 = 3;
 
@@ -147,6 +154,7 @@ impl Owner<'_> {
         // The big futures of rare paths (loads, handlers, commits) are
         // boxed while they run: a task's memory is its largest await
         // point, and an idle owner waits at the smallest, for `rx`.
+        let read_at = Instant::now();
         let loaded = match Box::pin(self.owners.store().load_conversation(self.id)).await {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
@@ -158,7 +166,7 @@ impl Owner<'_> {
                 return;
             }
         };
-        let state = slot.insert(State::from_store(loaded));
+        let state = slot.insert(State::from_store(loaded, read_at));
         tracing::debug!(last_seq = state.committed, "owner started");
         let mut inflight: Option<Inflight> = None;
         let shutdown = self.owners.shutdown().clone();

@@ -23,6 +23,9 @@ pub(super) struct LinkSubscribers {
 pub(super) struct State {
     pub(super) participants: HashMap<UserId, Participant>,
     pub(super) committed: Seq,
+    /// When `committed` was last read from the store (the load, a
+    /// catch-up): taken before the read, so never later than it.
+    pub(super) read_at: Instant,
     /// The newest committed messages as sent (seq, created_at, frame), for
     /// replays from memory.
     pub(super) recent: VecDeque<(Seq, i64, Bytes)>,
@@ -52,7 +55,8 @@ pub(super) struct Typist {
 }
 
 impl State {
-    pub(super) fn from_store(loaded: ConversationState) -> Self {
+    /// `loaded` as read by a store query that started at `read_at`.
+    pub(super) fn from_store(loaded: ConversationState, read_at: Instant) -> Self {
         State {
             participants: loaded
                 .participants
@@ -60,6 +64,7 @@ impl State {
                 .map(|p| (p.user_id.clone(), p))
                 .collect(),
             committed: loaded.last_seq,
+            read_at,
             recent: VecDeque::new(),
             links: HashMap::new(),
             queued: Vec::new(),

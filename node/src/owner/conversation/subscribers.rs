@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use turbochat_protocol::frame::ServerFrame;
 use turbochat_protocol::http::MessageView;
 use turbochat_protocol::ids::{Seq, UserId};
@@ -13,7 +14,7 @@ use turbochat_protocol::link::DeliverKind;
 use turbochat_store::StoreError;
 
 use super::state::{LinkSubscribers, State};
-use super::{Owner, REPLAY_PAGE, REPLAY_PATIENCE};
+use super::{Owner, FRESH_READ, REPLAY_PAGE, REPLAY_PATIENCE};
 use crate::fanout::{Delivery, RouterLink};
 use crate::refusal::Refusal;
 
@@ -23,6 +24,7 @@ impl Owner<'_> {
     /// rows would be taken for another writer's.
     pub(super) async fn catch_up(&self, state: &mut State) -> Result<(), StoreError> {
         loop {
+            state.read_at = Instant::now();
             let page = self
                 .owners
                 .store()
@@ -77,11 +79,12 @@ impl Owner<'_> {
             return;
         }
         // Our committed seq can be stale if another node wrote meanwhile
-        // (we were frozen or cut off): catch up before answering. With a
-        // batch of ours in flight, its outcome tells instead: it commits
-        // (we were current, and the new subscriber gets its fan-out) or
-        // finds its seq taken, and then catches up.
-        if !state.writing {
+        // (we were frozen or cut off): catch up before answering, unless
+        // we read it from the store a moment ago (see [`FRESH_READ`]).
+        // With a batch of ours in flight, its outcome tells instead: it
+        // commits (we were current, and the new subscriber gets its
+        // fan-out) or finds its seq taken, and then catches up.
+        if !state.writing && state.read_at.elapsed() >= FRESH_READ {
             if let Err(err) = self.catch_up(state).await {
                 tracing::warn!(%err, "cannot check the store before a subscribe");
             }
