@@ -53,8 +53,10 @@ pub(super) fn parse_conversation_kind(kind: &str) -> Result<ConversationKind, St
         .ok_or_else(|| StoreError::Corrupt(format!("conversation kind {kind:?}")))
 }
 
+/// One row of `SELECT_CONVERSATION_STATE`: the conversation, and one
+/// participant (absent when it has none).
 #[derive(FromRow)]
-pub(crate) struct ConversationRow {
+pub(crate) struct ConversationStateRow {
     pub(super) id: DbUuid,
     pub(super) kind: String,
     pub(super) listing_id: Option<String>,
@@ -62,26 +64,24 @@ pub(crate) struct ConversationRow {
     pub(super) listing_card: Option<String>,
     pub(super) created_at: i64,
     pub(super) last_seq: i64,
+    pub(super) user_id: Option<String>,
+    pub(super) role: Option<String>,
+    pub(super) last_read_seq: Option<i64>,
+    pub(super) muted: Option<bool>,
 }
 
-#[derive(FromRow)]
-pub(crate) struct ParticipantRow {
-    pub(super) user_id: String,
-    pub(super) role: String,
-    pub(super) last_read_seq: i64,
-    pub(super) muted: bool,
-}
-
-impl TryFrom<ParticipantRow> for Participant {
-    type Error = StoreError;
-
-    fn try_from(row: ParticipantRow) -> Result<Self, StoreError> {
-        Ok(Participant {
-            user_id: row.user_id,
-            role: row.role,
-            last_read_seq: seq_from_row(row.last_read_seq)?,
-            muted: row.muted,
-        })
+impl ConversationStateRow {
+    /// The participant this row carries, if any.
+    pub(super) fn participant(&mut self) -> Result<Option<Participant>, StoreError> {
+        let Some(user_id) = self.user_id.take() else {
+            return Ok(None);
+        };
+        Ok(Some(Participant {
+            user_id,
+            role: self.role.take().unwrap_or_default(),
+            last_read_seq: seq_from_row(self.last_read_seq.unwrap_or_default())?,
+            muted: self.muted.unwrap_or_default(),
+        }))
     }
 }
 

@@ -53,11 +53,6 @@ pub(super) const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
      (id, kind, listing_id, title, created_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (id) DO NOTHING";
 
-pub(super) const SELECT_CONVERSATION: &str =
-    "SELECT c.id, c.kind, c.listing_id, c.title, c.listing_card, c.created_at, \
-     COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id), 0) AS last_seq \
-     FROM conversations c WHERE c.id = $1";
-
 /// Participants in a stable order: by join time, the creator (`owner`)
 /// first among those who joined together, then by user id.
 macro_rules! participant_order {
@@ -66,9 +61,20 @@ macro_rules! participant_order {
     };
 }
 
-pub(super) const SELECT_PARTICIPANTS: &str = concat!(
-    "SELECT user_id, role, last_read_seq, muted \
-     FROM conversation_participants WHERE conversation_id = $1 ORDER BY ",
+/// A conversation with its participants, one row per participant (one row
+/// with NULL participant columns when it has none), in the order of
+/// `participant_order!`: what an owner loads, in one round trip. The last
+/// seq is an uncorrelated subquery (read once, not per row) written as
+/// `ORDER BY seq DESC LIMIT 1` so it is a backward scan of
+/// `(conversation_id, seq)` whatever the planner's statistics say.
+pub(super) const SELECT_CONVERSATION_STATE: &str = concat!(
+    "SELECT c.id, c.kind, c.listing_id, c.title, c.listing_card, c.created_at, \
+     COALESCE((SELECT m.seq FROM messages m WHERE m.conversation_id = $1 \
+               ORDER BY m.seq DESC LIMIT 1), 0) AS last_seq, \
+     p.user_id, p.role, p.last_read_seq, p.muted \
+     FROM conversations c \
+     LEFT JOIN conversation_participants p ON p.conversation_id = c.id \
+     WHERE c.id = $1 ORDER BY ",
     participant_order!()
 );
 

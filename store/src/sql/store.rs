@@ -11,7 +11,7 @@ use super::statements::*;
 use super::*;
 use crate::{
     AppendError, Appended, ConversationBatch, ConversationState, Device, MediaUpload,
-    NewConversation, Participant, PushJob, StoreError,
+    NewConversation, PushJob, StoreError,
 };
 
 impl<DB> SqlStore<DB>
@@ -26,8 +26,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'r> MessageRow: FromRow<'r, DB::Row>,
-    for<'r> ConversationRow: FromRow<'r, DB::Row>,
-    for<'r> ParticipantRow: FromRow<'r, DB::Row>,
+    for<'r> ConversationStateRow: FromRow<'r, DB::Row>,
     for<'r> MemberRow: FromRow<'r, DB::Row>,
     for<'r> ConversationListRow: FromRow<'r, DB::Row>,
     for<'r> DeviceRow: FromRow<'r, DB::Row>,
@@ -104,20 +103,17 @@ where
         conn: &mut DB::Connection,
         id: ConversationId,
     ) -> Result<Option<ConversationState>, StoreError> {
-        let Some(row) = sqlx::query_as::<DB, ConversationRow>(SELECT_CONVERSATION)
-            .bind(DbUuid(id))
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let participants = sqlx::query_as::<DB, ParticipantRow>(SELECT_PARTICIPANTS)
+        let mut rows = sqlx::query_as::<DB, ConversationStateRow>(SELECT_CONVERSATION_STATE)
             .bind(DbUuid(id))
             .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(Participant::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+            .await?;
+        let mut participants = Vec::with_capacity(rows.len());
+        for row in &mut rows {
+            participants.extend(row.participant()?);
+        }
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
         Ok(Some(ConversationState {
             conversation_id: row.id.0,
             kind: parse_conversation_kind(&row.kind)?,
