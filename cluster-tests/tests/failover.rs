@@ -153,10 +153,11 @@ async fn a_node_killed_right_after_joining() {
     ring_becomes(&cluster, 4, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.nodes[added].kill9();
-    ring_becomes(&cluster, 3, Duration::from_secs(10)).await;
+    let detected = ring_becomes(&cluster, 3, Duration::from_secs(10)).await;
     traffic.wait_for_acks(150, Duration::from_secs(20)).await;
     let pause = traffic.longest_conversation_pause_since(t);
     let figures = traffic.finish(Duration::from_secs(60)).await;
+    println!("[killed 300 ms after joining] detected-down-after {detected:?}");
     report(
         "killed 300 ms after joining",
         &figures,
@@ -284,5 +285,38 @@ async fn a_gossip_partition_of_one_node_and_one_router() {
                 bound(Duration::from_secs(2)),
             ),
         ],
+    );
+}
+
+/// A crashed node's address refuses connections: the routers' links see it
+/// at once and suspect it, so it is declared down after the suspicion
+/// timeout (800 ms) with no probe needed. Probing is slowed here to once
+/// in five minutes, so only that path can drop the node within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_is_suspected_by_the_routers_links() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let slow_probes = || {
+        [(
+            "TURBOCHAT_CLUSTER__PROBE_PERIOD".to_string(),
+            "300s".to_string(),
+        )]
+        .into_iter()
+        .collect()
+    };
+    let options = Options {
+        nodes: 2,
+        routers: 1,
+        node_env: slow_probes(),
+        router_env: slow_probes(),
+        ..options()
+    };
+    let mut cluster = Cluster::start(TestStore::postgres().await, options).await;
+    ring_becomes(&cluster, 2, Duration::from_secs(20)).await;
+    let t = Instant::now();
+    cluster.nodes[1].kill9();
+    let detected = ring_becomes(&cluster, 1, Duration::from_secs(5)).await;
+    println!(
+        "[crash, probes off] down after {:?} (suspect_to_down 800 ms)",
+        t.elapsed().max(detected)
     );
 }

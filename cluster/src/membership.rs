@@ -320,6 +320,7 @@ pub enum MembershipError {
 enum Request {
     SetState(MemberState, oneshot::Sender<()>),
     Leave(oneshot::Sender<()>),
+    Suspect { id: String, grpc: String },
 }
 
 /// Handle on the membership task.
@@ -404,6 +405,8 @@ impl Membership {
             ),
             socket,
             timers: DelayQueue::new(),
+            suspicions: DelayQueue::new(),
+            suspect_to_down: config.suspect_to_down,
             runtime: foca::AccumulatingRuntime::new(),
             view: view_tx,
             max_packet: config.foca().max_packet_size.get(),
@@ -444,6 +447,23 @@ impl Membership {
         rx.await.map_err(|_| MembershipError::Stopped)
     }
 
+    /// Evidence from outside gossip that a node's process is gone: its gRPC
+    /// address refused a connection (nothing listens there). The member is
+    /// suspected at once, as a failed probe would (the cluster hears it), and
+    /// declared down after `suspect_to_down` unless it refutes — a live node
+    /// refutes within a gossip round, so a wrong suspicion costs nothing.
+    /// This skips the wait for a probe to pick the dead member and fail
+    /// (0.25–1 s with the defaults). Ignored when `grpc` is not the address
+    /// of the member's current identity, or it is suspected already.
+    pub fn suspect(&self, id: &str, grpc: &str) {
+        // Best effort: a full queue means the task is busy with requests,
+        // and the link will report again at its next attempt.
+        let _ = self.requests.try_send(Request::Suspect {
+            id: id.to_owned(),
+            grpc: grpc.to_owned(),
+        });
+    }
+
     /// Tells the cluster we are gone (last step of a graceful exit).
     pub async fn leave(&self) -> Result<(), MembershipError> {
         let (tx, rx) = oneshot::channel();
@@ -467,6 +487,11 @@ struct Task {
     foca: Foca<Member, PostcardCodec, StdRng, foca::NoCustomBroadcast>,
     socket: UdpSocket,
     timers: DelayQueue<Timer<Member>>,
+    /// Our own suspicions (see [`Membership::suspect`]): when one is due,
+    /// the member is declared down if it is still suspect at that
+    /// incarnation.
+    suspicions: DelayQueue<(Member, foca::Incarnation)>,
+    suspect_to_down: Duration,
     runtime: foca::AccumulatingRuntime<Member>,
     view: watch::Sender<ClusterView>,
     max_packet: usize,
@@ -509,7 +534,12 @@ impl Task {
                         tracing::debug!(?err, "timer error");
                     }
                 }
+                Some(due) = std::future::poll_fn(|cx| self.suspicions.poll_expired(cx)), if !self.suspicions.is_empty() => {
+                    let (member, incarnation) = due.into_inner();
+                    self.declare_down_if_still_suspect(member, incarnation);
+                }
                 request = requests.recv() => match request {
+                    Some(Request::Suspect { id, grpc }) => self.suspect(&id, &grpc),
                     Some(Request::SetState(state, done)) => {
                         let next = self.foca.identity().with_state(state);
                         if let Err(err) = self.foca.change_identity(next, &mut self.runtime) {
@@ -535,6 +565,56 @@ impl Task {
                 }
             }
             self.flush().await;
+        }
+    }
+
+    /// Suspects the node `id` whose current identity has gRPC address
+    /// `grpc`, and schedules the verdict.
+    fn suspect(&mut self, id: &str, grpc: &str) {
+        let Some(current) = self
+            .foca
+            .iter_membership_state()
+            .find(|m| {
+                m.state() == foca::State::Alive
+                    && m.id().id == id
+                    && m.id().grpc.as_deref() == Some(grpc)
+            })
+            .cloned()
+        else {
+            return;
+        };
+        let (identity, incarnation) = (current.id().clone(), current.incarnation());
+        let update = foca::Member::new(identity.clone(), incarnation, foca::State::Suspect);
+        if let Err(err) = self
+            .foca
+            .apply_many(std::iter::once(update), true, &mut self.runtime)
+        {
+            tracing::debug!(?err, member = %id, "cannot suspect");
+            return;
+        }
+        tracing::info!(member = %id, %grpc, "suspected: its gRPC address refuses connections");
+        metrics::counter!("turbochat_members_suspected_total").increment(1);
+        self.suspicions
+            .insert((identity, incarnation), self.suspect_to_down);
+    }
+
+    /// The end of our own suspicion: down, unless the member refuted it (a
+    /// higher incarnation) or its state changed meanwhile.
+    fn declare_down_if_still_suspect(&mut self, identity: Member, incarnation: foca::Incarnation) {
+        let still = self.foca.iter_membership_state().any(|m| {
+            m.id() == &identity
+                && m.state() == foca::State::Suspect
+                && m.incarnation() == incarnation
+        });
+        if !still {
+            return;
+        }
+        let down = foca::Member::new(identity, incarnation, foca::State::Down);
+        if let Err(err) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.runtime)
+        {
+            tracing::debug!(?err, "cannot declare a suspect down");
         }
     }
 

@@ -113,3 +113,108 @@ async fn members_join_change_state_and_are_detected_down() {
     );
     seed_stop.cancel();
 }
+
+/// Probing slowed to once in five minutes: anything declared down within
+/// seconds was declared so by a suspicion from outside gossip.
+fn without_probes(seeds: Vec<std::net::SocketAddr>) -> GossipConfig {
+    GossipConfig {
+        probe_period: Duration::from_secs(300),
+        ..config(seeds)
+    }
+}
+
+/// A member whose process vanishes without a word: its membership runs on
+/// a runtime of its own, dropped at once (no leave is sent).
+fn start_abruptly_stoppable(
+    me: Member,
+    config: GossipConfig,
+) -> (Membership, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let membership = runtime
+        .block_on(Membership::start(me, config, CancellationToken::new()))
+        .unwrap();
+    (membership, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspicion_from_outside_declares_a_dead_member_down_and_a_live_one_refutes_it() {
+    let stop = CancellationToken::new();
+    let seed = Membership::start(
+        member("node-1", Role::Node),
+        without_probes(vec![]),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let seeds = vec![seed.gossip_addr()];
+    let router = Membership::start(
+        member("router-1", Role::Router),
+        without_probes(seeds.clone()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (n2, n2_runtime) = tokio::task::spawn_blocking(move || {
+        start_abruptly_stoppable(member("node-2", Role::Node), without_probes(seeds))
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "all three to see each other",
+        Duration::from_secs(5),
+        || {
+            [&seed, &router, &n2]
+                .iter()
+                .all(|m| m.view().members.len() == 3)
+        },
+    )
+    .await;
+
+    // A live member suspected (e.g. one router's path to it refused) hears
+    // of it by gossip and refutes: nobody drops it.
+    router.suspect("node-1", "http://node-1:1");
+    // Its verdict would fall after 800 ms; give it three times that.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    for m in [&seed, &router] {
+        assert!(
+            m.view().members.contains_key("node-1"),
+            "a live member refutes a suspicion"
+        );
+    }
+
+    // node-2's process vanishes; nothing probes it for minutes.
+    tokio::task::spawn_blocking(move || n2_runtime.shutdown_background())
+        .await
+        .unwrap();
+    drop(n2);
+
+    // A suspicion naming another address (an identity that is gone, e.g.
+    // a restarted node's old one) is ignored: node-2 stays for now.
+    router.suspect("node-2", "http://elsewhere:1");
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    assert!(
+        router.view().members.contains_key("node-2"),
+        "a suspicion about another address is ignored"
+    );
+    let started = Instant::now();
+    router.suspect("node-2", "http://node-2:1");
+    wait_for(
+        "node-2 declared down everywhere",
+        Duration::from_secs(5),
+        || {
+            [&seed, &router]
+                .iter()
+                .all(|m| !m.view().members.contains_key("node-2"))
+        },
+    )
+    .await;
+    eprintln!(
+        "node-2 down everywhere {:?} after the suspicion (suspect_to_down 800 ms)",
+        started.elapsed()
+    );
+    stop.cancel();
+}

@@ -217,6 +217,7 @@ pub async fn run_with_local(
         };
         let membership =
             Membership::start(me, config.cluster.gossip.clone(), shutdown.clone()).await?;
+        links.report_refusals_to(membership.clone());
         tasks.spawn(feed_ring(
             membership.subscribe(),
             ring.clone(),

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 use turbochat_backoff::{Backoff, Reconnect};
 use turbochat_cluster::bus::{BusConfig, Publisher};
-use turbochat_cluster::{NodeInfo, RingView};
+use turbochat_cluster::{Membership, NodeInfo, RingView};
 use turbochat_protocol::ids::{ConversationId, Seq};
 use turbochat_protocol::link::link_client::LinkClient;
 use turbochat_protocol::link::{
@@ -129,6 +129,20 @@ impl NodeLink {
     }
 }
 
+/// Whether an attempt failed because nothing listens at the node's address
+/// (the connection was refused): its process is gone, whatever gossip
+/// says yet. A timeout, a reset or a failed handshake is not that.
+fn refused(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Delays between attempts to (re)connect a node link: at most 0.5 s, so a
 /// link is back within half a second of its path healing (an attempt at a
 /// dead node is a refused connect: cheap; and the link is dropped once the
@@ -158,6 +172,9 @@ struct Inner {
     /// Lanes with sends waiting at the router: (session, conversation).
     waiting: dashmap::DashSet<(u64, ConversationId)>,
     ring: RingView,
+    /// Gossip, told when a node's address refuses connections (set once
+    /// gossip runs; none without a cluster).
+    membership: std::sync::OnceLock<Membership>,
     /// Every task of the links (streams, redirects, delayed unsubscribes).
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -185,6 +202,7 @@ impl Links {
                 bus,
                 local,
                 ring: ring.clone(),
+                membership: std::sync::OnceLock::new(),
                 tasks,
                 shutdown,
             }),
@@ -195,6 +213,13 @@ impl Links {
         links.inner.tasks.spawn(links.clone().follow_ring());
         links.inner.tasks.spawn(links.clone().sweep_lanes());
         Ok(links)
+    }
+
+    /// From now on a link whose node refuses connections reports it to
+    /// gossip as a suspect ([`Membership::suspect`]): a crashed process is
+    /// declared down a probe cycle or more sooner.
+    pub fn report_refusals_to(&self, membership: Membership) {
+        let _ = self.inner.membership.set(membership);
     }
 
     /// Reacts to every ring change: links to new nodes, and every session
@@ -426,6 +451,11 @@ impl Links {
                 Ok(()) => reconnect.connected(Instant::now()),
                 Err(status) => {
                     tracing::debug!(node = %link.node.id, %status, "link attempt failed");
+                    if let (Some(membership), true) =
+                        (self.inner.membership.get(), refused(&status))
+                    {
+                        membership.suspect(&link.node.id, &link.node.grpc);
+                    }
                 }
             }
             let was_up = link.up.send_replace(false);
