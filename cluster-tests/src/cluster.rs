@@ -362,8 +362,12 @@ impl Cluster {
     }
 
     /// Waits until every router answers `/readyz` with 200 and (with
-    /// gossip) sees every node on its ring.
+    /// gossip) sees every node on its ring. On timeout it fails with what
+    /// the router last answered and every process's log tail: a cluster
+    /// that does not come up is otherwise undiagnosable (the logs live in
+    /// the test's temporary directory).
     pub async fn wait_ready(&self) {
+        const DEADLINE: Duration = Duration::from_secs(30);
         let http = reqwest::Client::new();
         for i in 0..self.routers.len() {
             let url = self.router_ops_url(i);
@@ -372,33 +376,63 @@ impl Cluster {
             } else {
                 self.nodes.len()
             };
-            let gossip = self.options.gossip;
-            crate::eventually(&format!("{url} ready"), Duration::from_secs(30), || {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    let ready = http.get(format!("{url}/readyz")).send().await.ok()?;
-                    if !ready.status().is_success() {
-                        return None;
-                    }
-                    if gossip {
-                        let cluster: serde_json::Value = http
-                            .get(format!("{url}/cluster"))
-                            .send()
-                            .await
-                            .ok()?
-                            .json()
-                            .await
-                            .ok()?;
-                        let ring = cluster["ring"].as_array()?.len();
-                        (ring == expected).then_some(())
-                    } else {
-                        Some(())
-                    }
+            let started = std::time::Instant::now();
+            loop {
+                let Err(last) = self.readiness(&http, &url, expected).await else {
+                    break;
+                };
+                if started.elapsed() >= DEADLINE {
+                    panic!(
+                        "timed out after {DEADLINE:?} waiting for {url} ready; it last said: {last}\n{}",
+                        self.log_tails()
+                    );
                 }
-            })
-            .await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
         }
+    }
+
+    /// Whether the router at `url` is ready and (with gossip) has
+    /// `expected` nodes on its ring; if not, what it said.
+    async fn readiness(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        expected: usize,
+    ) -> Result<(), String> {
+        let ready = http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .map_err(|e| format!("/readyz: {e}"))?;
+        if !ready.status().is_success() {
+            return Err(format!("/readyz: {}", ready.status()));
+        }
+        if !self.options.gossip {
+            return Ok(());
+        }
+        let cluster: serde_json::Value = http
+            .get(format!("{url}/cluster"))
+            .send()
+            .await
+            .map_err(|e| format!("/cluster: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("/cluster: {e}"))?;
+        match cluster["ring"].as_array() {
+            Some(ring) if ring.len() == expected => Ok(()),
+            _ => Err(format!("/cluster: {cluster}")),
+        }
+    }
+
+    /// The last lines of every process's log, each under its id.
+    pub fn log_tails(&self) -> String {
+        self.nodes
+            .iter()
+            .chain(&self.routers)
+            .map(|p| format!("== {} ==\n{}", p.id, p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The ring as router `i` sees it (node ids).
