@@ -163,7 +163,11 @@ impl AttachReader {
                 };
                 self.sessions.entry(sub.session_id).or_default().insert(id);
                 // Typing will follow: know by then whether it may be shown.
-                self.owners.safety().prefetch(id);
+                // An owner that is not running yet starts with a load that
+                // fills the same caches (Safety::learn): no second read.
+                if self.owners.is_running(id) {
+                    self.owners.safety().prefetch(id);
+                }
                 self.dispatch(
                     id,
                     sub.session_id,

@@ -432,7 +432,7 @@ impl Link for LinkService {
                 self.events.publish(events);
             }
             // Typing will follow: know by then whether it may be shown.
-            self.owners.safety().prefetch(state.conversation_id);
+            self.owners.safety().learn(&state);
             // A running owner caches participants; make it re-read them.
             if let Err(err) = self
                 .owners

@@ -215,6 +215,11 @@ impl Owners {
         }
     }
 
+    /// Whether `conversation` has a live owner task here now.
+    pub fn is_running(&self, conversation: ConversationId) -> bool {
+        self.inner.tasks.contains_key(&conversation)
+    }
+
     /// Number of conversations with a live owner task.
     pub fn active(&self) -> usize {
         self.inner.tasks.len()

@@ -49,7 +49,7 @@ use turbochat_protocol::ids::{ConversationId, UserId};
 use turbochat_protocol::safety::safety_client::SafetyClient;
 use turbochat_protocol::safety::BlocksChangedRequest;
 use turbochat_protocol::{ErrorCode, MessageKind};
-use turbochat_store::{Store, StoreError};
+use turbochat_store::{ConversationState, Store, StoreError};
 
 use crate::peers::Peers;
 
@@ -79,6 +79,16 @@ pub enum Facts {
 }
 
 impl Facts {
+    /// The facts of a conversation as the store holds it now.
+    fn of(state: &ConversationState) -> Facts {
+        match (state.kind, state.participants.as_slice()) {
+            (ConversationKind::Direct, [a, b]) => {
+                Facts::Direct([a.user_id.clone(), b.user_id.clone()])
+            }
+            _ => Facts::Group,
+        }
+    }
+
     /// The other participant of a direct conversation `user` is in.
     fn peer_of(&self, user: &str) -> Option<&str> {
         match self {
@@ -282,6 +292,24 @@ impl Safety {
         self.fetch(conversation);
     }
 
+    /// Fills the caches from a conversation just read by someone else (its
+    /// owner starting, its creation): the facts without a second read, and
+    /// the block lists of a direct pair in the background when missing.
+    pub fn learn(&self, state: &ConversationState) {
+        let facts = self.remember(state.conversation_id, Facts::of(state));
+        if let Facts::Direct(users) = facts {
+            if users
+                .iter()
+                .any(|u| !matches!(self.inner.blocks.peek(u), Some((_, true))))
+            {
+                let safety = self.clone();
+                self.inner
+                    .tasks
+                    .spawn(async move { safety.load_blocks(&users).await });
+            }
+        }
+    }
+
     /// Reads the facts and block lists of `conversation` into the caches,
     /// in the background.
     fn fetch(&self, conversation: ConversationId) {
@@ -295,17 +323,22 @@ impl Safety {
                 }
             };
             if let Facts::Direct(users) = facts {
-                for user in &users {
-                    if !matches!(safety.inner.blocks.peek(user), Some((_, true))) {
-                        let _ = safety
-                            .inner
-                            .blocks
-                            .load(safety.inner.store.as_ref(), user)
-                            .await;
-                    }
-                }
+                safety.load_blocks(&users).await;
             }
         });
+    }
+
+    /// Reads the block lists of `users` that are not cached and fresh.
+    async fn load_blocks(&self, users: &[UserId]) {
+        for user in users {
+            if !matches!(self.inner.blocks.peek(user), Some((_, true))) {
+                let _ = self
+                    .inner
+                    .blocks
+                    .load(self.inner.store.as_ref(), user)
+                    .await;
+            }
+        }
     }
 
     /// Refuses a new direct conversation between `creator` and `peer` when
@@ -346,17 +379,15 @@ impl Safety {
         let Some(state) = self.inner.store.load_conversation(conversation).await? else {
             return Ok(Facts::Group);
         };
-        let facts = match (state.kind, state.participants.as_slice()) {
-            (ConversationKind::Direct, [a, b]) => {
-                Facts::Direct([a.user_id.clone(), b.user_id.clone()])
-            }
-            _ => Facts::Group,
-        };
+        Ok(self.remember(conversation, Facts::of(&state)))
+    }
+
+    fn remember(&self, conversation: ConversationId, facts: Facts) -> Facts {
         if self.inner.facts.len() >= MAX_FACTS {
             self.inner.facts.clear();
         }
         self.inner.facts.insert(conversation, facts.clone());
-        Ok(facts)
+        facts
     }
 
     /// The ban list and its version (0 before the first load).

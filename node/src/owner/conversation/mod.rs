@@ -156,7 +156,11 @@ impl Owner<'_> {
         // point, and an idle owner waits at the smallest, for `rx`.
         let read_at = Instant::now();
         let loaded = match Box::pin(self.owners.store().load_conversation(self.id)).await {
-            Ok(Some(loaded)) => loaded,
+            Ok(Some(loaded)) => {
+                // Typing and blocks need these facts next: no second read.
+                self.owners.safety().learn(&loaded);
+                loaded
+            }
             Ok(None) => {
                 self.refuse_all(&Refusal::no_conversation());
                 return;
