@@ -62,6 +62,11 @@ impl BlockCache {
             .map(|e| (e.blocked.clone(), e.loaded.elapsed() < self.ttl))
     }
 
+    /// Whether `user`'s list is cached and still fresh.
+    pub fn is_fresh(&self, user: &str) -> bool {
+        matches!(self.peek(user), Some((_, true)))
+    }
+
     /// Reads `user`'s list from the store and caches it.
     pub async fn load(&self, store: &dyn Store, user: &str) -> Result<BlockSet, StoreError> {
         let epoch = self.epoch.load(Ordering::Acquire);

@@ -280,11 +280,7 @@ impl Safety {
         let cached = self.inner.facts.get(&conversation).map(|f| f.clone());
         match cached {
             Some(Facts::Group) => return,
-            Some(Facts::Direct(users))
-                if users
-                    .iter()
-                    .all(|u| matches!(self.inner.blocks.peek(u), Some((_, true)))) =>
-            {
+            Some(Facts::Direct(users)) if users.iter().all(|u| self.inner.blocks.is_fresh(u)) => {
                 return
             }
             _ => {}
@@ -298,10 +294,7 @@ impl Safety {
     pub fn learn(&self, state: &ConversationState) {
         let facts = self.remember(state.conversation_id, Facts::of(state));
         if let Facts::Direct(users) = facts {
-            if users
-                .iter()
-                .any(|u| !matches!(self.inner.blocks.peek(u), Some((_, true))))
-            {
+            if users.iter().any(|u| !self.inner.blocks.is_fresh(u)) {
                 let safety = self.clone();
                 self.inner
                     .tasks
@@ -331,7 +324,7 @@ impl Safety {
     /// Reads the block lists of `users` that are not cached and fresh.
     async fn load_blocks(&self, users: &[UserId]) {
         for user in users {
-            if !matches!(self.inner.blocks.peek(user), Some((_, true))) {
+            if !self.inner.blocks.is_fresh(user) {
                 let _ = self
                     .inner
                     .blocks
